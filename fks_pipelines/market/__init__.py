@@ -1,0 +1,1 @@
+"""The market domain: intervals, the canonical OHLCV frame and the instrument universe."""

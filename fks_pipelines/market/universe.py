@@ -1,0 +1,104 @@
+"""The instrument universe: which symbols each provider serves, at which intervals, since when.
+
+Loaded from a YAML file (``fks_pipelines/universe.yaml`` by default, ``FKS_UNIVERSE_FILE`` to
+override). Every provider ticker maps to a canonical instrument so that later stages can line up
+the same instrument across providers.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fks_pipelines.market.intervals import Interval
+
+PROVIDER_IDS = ("binance", "polygon", "coingecko", "coinmarketcap", "alpha_vantage", "eodhd")
+
+DEFAULT_UNIVERSE_FILE = Path(__file__).resolve().parent.parent / "universe.yaml"
+
+
+class UniverseError(ValueError):
+    """The universe file is missing or does not describe a valid universe."""
+
+
+class Instrument(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    asset_class: Literal["crypto", "equity"]
+    calendar: str | None = Field(
+        default=None, description="exchange_calendars code; required for equities."
+    )
+
+    @model_validator(mode="after")
+    def _equities_have_a_calendar(self) -> Instrument:
+        if self.asset_class == "equity" and not self.calendar:
+            raise ValueError("equity instruments need a calendar (e.g. XNYS)")
+        return self
+
+
+class ProviderUniverse(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start_date: date
+    intervals: tuple[str, ...] = Field(min_length=1)
+    symbols: dict[str, str] = Field(
+        min_length=1, description="provider ticker -> canonical instrument"
+    )
+
+    @field_validator("intervals")
+    @classmethod
+    def _known_intervals(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            Interval.parse(name)
+        if len(set(value)) != len(value):
+            raise ValueError(f"duplicate intervals in {list(value)}")
+        return value
+
+
+class Universe(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    instruments: dict[str, Instrument]
+    providers: dict[str, ProviderUniverse]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Universe:
+        for provider, spec in self.providers.items():
+            if provider not in PROVIDER_IDS:
+                raise ValueError(f"unknown provider {provider!r}; known: {', '.join(PROVIDER_IDS)}")
+            unknown = sorted(set(spec.symbols.values()) - set(self.instruments))
+            if unknown:
+                raise ValueError(f"{provider}: symbols map to undeclared instruments {unknown}")
+        return self
+
+    def provider(self, provider: str) -> ProviderUniverse:
+        try:
+            return self.providers[provider]
+        except KeyError:
+            raise UniverseError(f"provider {provider!r} is not in the universe") from None
+
+    def canonical(self, provider: str, symbol: str) -> str:
+        """The canonical instrument of a provider ticker."""
+        try:
+            return self.provider(provider).symbols[symbol]
+        except KeyError:
+            raise UniverseError(f"{provider}: symbol {symbol!r} is not in the universe") from None
+
+
+def load_universe(path: Path | str | None = None) -> Universe:
+    """Read and validate a universe file, raising :class:`UniverseError` with its path."""
+    source = Path(path) if path else DEFAULT_UNIVERSE_FILE
+    try:
+        raw = yaml.safe_load(source.read_text())
+    except OSError as exc:
+        raise UniverseError(f"cannot read universe file {source}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise UniverseError(f"universe file {source} is not valid YAML: {exc}") from exc
+    try:
+        return Universe.model_validate(raw)
+    except ValidationError as exc:
+        raise UniverseError(f"universe file {source} is invalid:\n{exc}") from exc

@@ -1,0 +1,1 @@
+"""Provider clients and their shared HTTP runtime. No Dagster imports here."""

@@ -1,0 +1,213 @@
+"""Binance USD-M futures: klines and the latest price (providers.md section 1).
+
+Wire format: ``GET /fapi/v1/klines`` returns rows of 12 fields, oldest first, prices and volumes as
+strings, open time in ms UTC. Pages hold at most 1500 bars; the last bar of a window reaching
+"now" is still open and is dropped. Errors come as ``{"code": <negative int>, "msg": ...}``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+
+from fks_pipelines.market.frame import build_frame, drop_open_bars, empty_frame
+from fks_pipelines.market.intervals import Interval
+from fks_pipelines.providers.base import Clock, ProviderClient, Quote, utc_now
+from fks_pipelines.providers.errors import (
+    BadPayload,
+    Banned,
+    ProviderError,
+    RateLimited,
+    RequestRejected,
+    Unauthorized,
+    Unavailable,
+    UnknownSymbol,
+)
+from fks_pipelines.providers.http import (
+    DEFAULT_TIMEOUTS,
+    ProviderHttp,
+    Timeouts,
+    parse_retry_after,
+)
+
+PROVIDER = "binance"
+DEFAULT_BASE_URL = "https://fapi.binance.com"
+KLINES_PATH = "/fapi/v1/klines"
+TICKER_PRICE_PATH = "/fapi/v1/ticker/price"
+MAX_KLINES_PER_PAGE = 1500
+KLINE_FIELDS = 12
+_PRICE_COLUMNS = {1: "open", 2: "high", 3: "low", 4: "close", 5: "volume", 7: "quote_volume"}
+_BANNED_UNTIL = re.compile(r"banned until (\d{13})")
+
+
+def klines_weight(limit: int) -> int:
+    """Request weight Binance charges for ``/fapi/v1/klines`` with ``limit`` rows."""
+    if limit < 100:
+        return 1
+    if limit < 500:
+        return 2
+    if limit <= 1000:
+        return 5
+    return 10
+
+
+def map_error(response: httpx.Response, body: Any) -> ProviderError:
+    """Map a Binance error answer to a typed error (status first, then the vendor code)."""
+    status = response.status_code
+    code = body.get("code") if isinstance(body, dict) else None
+    msg = body.get("msg") if isinstance(body, dict) else None
+    reason = str(msg)[:200] if msg else f"HTTP {status} without an error body"
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    if status == 418:
+        if retry_after is None and msg and (until := _BANNED_UNTIL.search(str(msg))):
+            retry_after = max(0.0, int(until.group(1)) / 1000 - utc_now().timestamp())
+        return Banned(
+            PROVIDER,
+            f"IP banned: {reason}",
+            status=status,
+            vendor_code=code,
+            retry_after=retry_after,
+        )
+    if status == 429:
+        return RateLimited(
+            PROVIDER,
+            f"rate limited: {reason}",
+            status=status,
+            vendor_code=code,
+            retry_after=retry_after,
+        )
+    if code == -1121:
+        return UnknownSymbol(PROVIDER, f"unknown symbol: {reason}", status=status, vendor_code=code)
+    if status == 401:
+        return Unauthorized(PROVIDER, reason, status=status, vendor_code=code)
+    if status >= 500:
+        return Unavailable(PROVIDER, f"server error: {reason}", status=status, vendor_code=code)
+    return RequestRejected(PROVIDER, reason, status=status, vendor_code=code)
+
+
+def parse_klines(
+    payload: Any, symbol: str, interval: Interval, *, now: pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """Parse a klines page into a canonical frame, column by column.
+
+    ``vwap`` is the quote-asset volume divided by the volume (null when the volume is zero).
+    With ``now`` given, bars that have not closed by then are dropped.
+
+    Raises:
+        BadPayload: The page is not a list of 12-field rows of the requested interval.
+    """
+    if not isinstance(payload, list):
+        raise BadPayload(PROVIDER, f"klines: expected a list of rows, got {type(payload).__name__}")
+    if not payload:
+        return empty_frame()
+    try:
+        rows = pd.DataFrame(payload)
+        if rows.shape[1] != KLINE_FIELDS or rows.iloc[:, :9].isna().to_numpy().any():
+            raise ValueError(f"rows must have {KLINE_FIELDS} fields")
+        open_ms = rows[0].astype("int64")
+        close_ms = rows[6].astype("int64")
+        values = rows[list(_PRICE_COLUMNS)].astype("float64").rename(columns=_PRICE_COLUMNS)
+        trades = rows[8].astype("int64")
+    except (ValueError, TypeError) as exc:
+        raise BadPayload(PROVIDER, f"klines: malformed rows ({exc})") from None
+    if not np.array_equal(close_ms - open_ms, np.full(len(rows), interval.ms - 1)):
+        raise BadPayload(PROVIDER, f"klines: rows are not {interval} bars")
+    volume = values["volume"]
+    frame = build_frame(
+        provider=PROVIDER,
+        symbol=symbol,
+        interval=interval.name,
+        ts=pd.to_datetime(open_ms, unit="ms", utc=True),
+        open=values["open"],
+        high=values["high"],
+        low=values["low"],
+        close=values["close"],
+        volume=volume,
+        vwap=(values["quote_volume"] / volume).where(volume > 0),
+        trades=trades,
+    )
+    return frame if now is None else drop_open_bars(frame, interval.seconds, now)
+
+
+def parse_ticker_price(payload: Any, symbol: str) -> Quote:
+    """Parse ``/fapi/v1/ticker/price`` for one symbol."""
+    try:
+        if payload["symbol"] != symbol:
+            raise ValueError(f"answer is for {payload['symbol']!r}")
+        price = float(payload["price"])
+        ts = pd.Timestamp(int(payload["time"]), unit="ms", tz="UTC")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadPayload(PROVIDER, f"ticker/price: malformed answer ({exc})") from None
+    if not math.isfinite(price) or price <= 0:
+        raise BadPayload(PROVIDER, f"ticker/price: implausible price {price}")
+    return Quote(provider=PROVIDER, symbol=symbol, price=price, ts=ts)
+
+
+class BinanceClient(ProviderClient):
+    """Binance USD-M futures market data (no key needed)."""
+
+    name = PROVIDER
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        transport: httpx.BaseTransport | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        super().__init__(
+            ProviderHttp(PROVIDER, base_url, map_error, timeouts=timeouts, transport=transport),
+            clock=clock,
+        )
+
+    def fetch_ohlcv(
+        self, symbol: str, interval: Interval, start: pd.Timestamp, end: pd.Timestamp
+    ) -> pd.DataFrame:
+        """Closed bars opening in ``[start, end)``, walking pages of up to 1500 bars.
+
+        Each page asks for no more bars than the rest of the window holds, so a one-day 1h
+        window costs one request of weight 1.
+        """
+        start_ms, end_ms = _to_ms(start), _to_ms(end)
+        cursor = start_ms
+        pages = []
+        while cursor < end_ms:
+            limit = min(MAX_KLINES_PER_PAGE, math.ceil((end_ms - cursor) / interval.ms))
+            payload = self.http.get_json(
+                "klines",
+                KLINES_PATH,
+                {
+                    "symbol": symbol,
+                    "interval": interval.name,
+                    "startTime": cursor,
+                    "endTime": end_ms - 1,
+                    "limit": limit,
+                },
+            )
+            page = parse_klines(payload, symbol, interval)
+            pages.append(page)
+            if len(page) < limit:
+                break
+            following = _to_ms(page["ts"].iloc[-1]) + interval.ms
+            if following <= cursor:
+                raise BadPayload(PROVIDER, "klines: pagination did not advance")
+            cursor = following
+        if not pages:
+            return empty_frame()
+        frame = pd.concat(pages, ignore_index=True) if len(pages) > 1 else pages[0]
+        in_window = (frame["ts"] >= start) & (frame["ts"] < end)
+        return drop_open_bars(frame.loc[in_window], interval.seconds, self.clock())
+
+    def latest_price(self, symbol: str) -> Quote:
+        payload = self.http.get_json("ticker_price", TICKER_PRICE_PATH, {"symbol": symbol})
+        return parse_ticker_price(payload, symbol)
+
+
+def _to_ms(ts: pd.Timestamp) -> int:
+    return pd.Timestamp(ts).value // 1_000_000  # .value is nanoseconds whatever the unit

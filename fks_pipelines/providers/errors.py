@@ -1,0 +1,101 @@
+"""Typed provider errors.
+
+Every error names the provider, the HTTP status (``None`` when no response arrived) and the
+vendor's own error code (``None`` when the vendor gave none), so an alert can say
+``binance: unknown symbol (HTTP 400, code -1121)``. Messages never contain API keys or query
+strings.
+
+    ProviderError
+    ├── RequestRejected      the provider refused the request as made (4xx); retrying won't help
+    │   ├── UnknownSymbol    the symbol or ticker does not exist at this provider
+    │   └── Unauthorized     missing, invalid or unentitled credentials (401/403/451)
+    ├── RateLimited          slow down (429 or an in-body throttle); ``retry_after`` in seconds
+    │   └── Banned           the IP is banned until ``retry_after`` has passed (Binance 418)
+    ├── QuotaExhausted       a daily or monthly quota is used up; retry after it rolls over
+    ├── BadPayload           the answer could not be understood (malformed or unexpected body)
+    └── Unavailable          server error (5xx), timeout or connection failure; transient
+"""
+
+from __future__ import annotations
+
+
+class ProviderError(Exception):
+    """Base of all provider errors.
+
+    Attributes:
+        provider: Provider id, e.g. ``binance``.
+        status: HTTP status of the answer, or ``None`` when no answer arrived.
+        vendor_code: The vendor's own error code, when it sent one.
+        reason: One line saying what went wrong, without secrets.
+    """
+
+    retryable = False
+
+    def __init__(
+        self,
+        provider: str,
+        reason: str,
+        *,
+        status: int | None = None,
+        vendor_code: int | str | None = None,
+    ) -> None:
+        self.provider = provider
+        self.reason = reason
+        self.status = status
+        self.vendor_code = vendor_code
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        details = []
+        if self.status is not None:
+            details.append(f"HTTP {self.status}")
+        if self.vendor_code is not None:
+            details.append(f"code {self.vendor_code}")
+        suffix = f" ({', '.join(details)})" if details else ""
+        return f"{self.provider}: {self.reason}{suffix}"
+
+
+class RequestRejected(ProviderError):
+    """The provider refused the request as made; the same request will fail again."""
+
+
+class UnknownSymbol(RequestRejected):
+    """The symbol does not exist at this provider."""
+
+
+class Unauthorized(RequestRejected):
+    """Credentials are missing, invalid, or not entitled to this data."""
+
+
+class RateLimited(ProviderError):
+    """The provider asked us to slow down.
+
+    Attributes:
+        retry_after: Seconds the provider asked us to wait, when it said.
+    """
+
+    retryable = True
+
+    def __init__(self, provider: str, reason: str, *, retry_after: float | None = None, **kw):
+        self.retry_after = retry_after
+        super().__init__(provider, reason, **kw)
+
+
+class Banned(RateLimited):
+    """The provider banned this IP; no request may be sent before ``retry_after`` has passed."""
+
+    retryable = False
+
+
+class QuotaExhausted(ProviderError):
+    """A daily or monthly quota is used up."""
+
+
+class BadPayload(ProviderError):
+    """The answer was not in the documented shape."""
+
+
+class Unavailable(ProviderError):
+    """A transient failure: server error, timeout or connection failure."""
+
+    retryable = True
