@@ -1,0 +1,1 @@
+"""The warehouse: tables, idempotent partition writes and reads. SQLAlchemy; no Dagster imports."""
