@@ -32,7 +32,12 @@ class Interval:
     def parse(cls, name: str) -> Interval:
         """Parse an interval name, raising ``ValueError`` with the accepted forms."""
         count, unit = name[:-1], name[-1:]
-        if not count.isdigit() or unit not in _UNIT_SECONDS or int(count) == 0:
+        if (
+            not count.isdigit()
+            or unit not in _UNIT_SECONDS
+            or str(int(count)) != count
+            or count == "0"
+        ):
             raise ValueError(
                 f"unsupported interval {name!r}: use <n>m, <n>h or 1d (e.g. 1m, 15m, 1h, 4h, 1d)"
             )
@@ -58,6 +63,7 @@ class Interval:
 
     def bars_between(self, start: pd.Timestamp, end: pd.Timestamp) -> int:
         """Number of bar opens in ``[start, end)`` on this interval's UTC grid."""
+        start, end = start.tz_convert("UTC"), end.tz_convert("UTC")
         first = start.ceil(self.offset)
         if first >= end:
             return 0

@@ -17,14 +17,17 @@ SQLite: the scope is deleted and the rows inserted with one ``executemany``.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+import tenacity
 
 from fks_pipelines.market.frame import COLUMNS, conform
 from fks_pipelines.warehouse.tables import metadata, ohlcv
@@ -38,6 +41,8 @@ _COPY_SQL = (
     " FROM STDIN (FORMAT BINARY)"
 )
 _SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's storage format for DateTime on SQLite
+_SQLITE_BUSY_TIMEOUT_MS = 60_000
+_WRITE_OPTION = "fks_write"  # execution option: this transaction writes (SQLite: BEGIN IMMEDIATE)
 
 
 class WarehouseError(RuntimeError):
@@ -82,6 +87,9 @@ class Warehouse:
         self.dialect = engine.dialect.name
         if self.dialect not in ("postgresql", "sqlite"):
             raise WarehouseError(f"unsupported warehouse dialect {self.dialect!r}")
+        if self.dialect == "sqlite":
+            _configure_sqlite(engine)
+        self._writer = engine.execution_options(**{_WRITE_OPTION: True})
 
     @staticmethod
     @cache
@@ -93,7 +101,7 @@ class Warehouse:
 
     def ensure_schema(self) -> None:
         """Create missing tables; safe to run twice, and from concurrent processes."""
-        with self.engine.begin() as conn:
+        with self._writer.begin() as conn:
             if self.dialect == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('fks_schema'))"))
             metadata.create_all(conn, checkfirst=True)
@@ -114,7 +122,7 @@ class Warehouse:
                 f"{stray.iloc[0][['provider', 'symbol', 'interval', 'ts']].to_dict()}"
             )
         try:
-            with self.engine.begin() as conn:
+            with self._writer.begin() as conn:
                 if self.dialect == "postgresql":
                     _write_postgres(conn, frame, scope)
                 else:
@@ -165,18 +173,52 @@ def _engine(url: str) -> sa.Engine:
         return sa.create_engine(url, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    # Several run processes of `dagster dev` write at once: WAL lets readers go on during a write,
-    # and the busy timeout makes a writer wait for the lock instead of failing.
-    engine = sa.create_engine(url, connect_args={"timeout": 60})
-    sa.event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
+    return sa.create_engine(url)
 
 
-def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
-    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+def _configure_sqlite(engine: sa.Engine) -> None:
+    """Real transactions on SQLite, safe for the several run processes of ``dagster dev``.
+
+    pysqlite's own transaction handling sends no BEGIN before DDL, so ``create_all``'s check and
+    create could interleave with another process's. SQLAlchemy's documented remedy: turn the
+    driver's handling off and emit BEGIN ourselves; schema creation and writes use
+    ``BEGIN IMMEDIATE`` to take the write lock up front (waiting up to the busy timeout) instead
+    of failing when a read lock cannot be upgraded. WAL lets readers go on during a write.
+    """
+    if sa.event.contains(engine, "connect", _sqlite_connect):
+        return
+    sa.event.listen(engine, "connect", _sqlite_connect)
+    sa.event.listen(engine, "begin", _sqlite_begin)
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: object) -> None:
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            _switch_to_wal(cursor)
+    finally:
+        cursor.close()
+
+
+@tenacity.retry(
+    retry=tenacity.retry_if_exception(
+        lambda exc: isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+    ),
+    wait=tenacity.wait_random_exponential(multiplier=0.05, max=1),
+    stop=tenacity.stop_after_delay(_SQLITE_BUSY_TIMEOUT_MS / 1000),
+    reraise=True,
+)
+def _switch_to_wal(cursor: sqlite3.Cursor) -> None:
+    """WAL is a property of the file, set once; the switch answers "locked" at once, without the
+    busy handler, while another process of a fresh file's first moments is switching too."""
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    immediate = conn.get_execution_options().get(_WRITE_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def _bind_ts(ts: pd.Timestamp, dialect: str) -> object:
