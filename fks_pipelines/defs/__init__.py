@@ -1,0 +1,1 @@
+"""Dagster wiring only: resources, partitions and assets built on the pure core."""
