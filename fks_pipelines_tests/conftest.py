@@ -1,0 +1,79 @@
+"""Shared fixtures: real service URLs (see :mod:`fks_pipelines_tests.services`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from fks_pipelines_tests.services import (
+    PostgresServer,
+    ServiceUnavailable,
+    find_postgres,
+    unavailable,
+)
+
+
+@pytest.fixture(scope="session")
+def _postgres_server() -> Iterator[PostgresServer]:
+    """The PostgreSQL server of this session; skips (or fails) every test using it if none."""
+    try:
+        server = find_postgres()
+    except ServiceUnavailable as exc:
+        reason = str(exc)
+    else:
+        reason = None
+    if reason is not None:
+        unavailable(reason)  # outside the except block, so the report is not a chained traceback
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(_postgres_server: PostgresServer) -> Iterator[str]:
+    """URL of the real PostgreSQL server, its connections confined to a schema of their own.
+
+    The schema is unique to this pytest process (one per xdist worker), so parallel workers and
+    other sessions on a shared server never see each other's tables. It is dropped at the end.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    schema = f"fks_test_{worker}_{os.getpid()}"
+    admin = sa.create_engine(_postgres_server.url, poolclass=sa.NullPool)
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        url = _postgres_server.url.update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+        with admin.begin() as conn:
+            # A connection leaked idle-in-transaction would otherwise block the drop forever.
+            conn.execute(sa.text("SET LOCAL lock_timeout = '30s'"))
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_warehouse_url(postgres_url: str) -> str:
+    """``postgres_url`` with the ``ohlcv`` table (if created yet) emptied."""
+    engine = sa.create_engine(postgres_url, poolclass=sa.NullPool)
+    try:
+        with engine.begin() as conn:
+            if conn.execute(sa.text("SELECT to_regclass('ohlcv')")).scalar() is not None:
+                conn.execute(sa.text("TRUNCATE ohlcv"))
+    finally:
+        engine.dispose()
+    return postgres_url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty warehouse database: a fresh SQLite file, or the real PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
+    # Looked up lazily so that the SQLite half runs even where PostgreSQL is unavailable.
+    return str(request.getfixturevalue("pg_warehouse_url"))

@@ -1,0 +1,126 @@
+"""OHLCV assets materialised in process, against the local Binance server and a real warehouse."""
+
+from collections.abc import Iterator
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from fks_pipelines.defs.assets import build_ohlcv_asset
+from fks_pipelines.defs.resources import BinanceResource, WarehouseResource
+from fks_pipelines.market.universe import load_universe
+from fks_pipelines.warehouse.store import Warehouse
+from fks_pipelines_tests.fakes.binance import FakeBinance, expected_frame
+from fks_pipelines_tests.fakes.server import Response
+
+PARTITION = "2024-01-05|BTCUSDT"
+DAY_START, DAY_END = pd.Timestamp("2024-01-05", tz="UTC"), pd.Timestamp("2024-01-06", tz="UTC")
+
+
+@pytest.fixture
+def server() -> Iterator[FakeBinance]:
+    with FakeBinance() as fake:
+        yield fake
+
+
+@pytest.fixture
+def hourly() -> dg.AssetsDefinition:
+    return build_ohlcv_asset("binance", "1h", load_universe())
+
+
+def run(
+    asset: dg.AssetsDefinition, server: FakeBinance, warehouse_url: str, partition: str = PARTITION
+) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [asset],
+        partition_key=partition,
+        resources={
+            "binance": BinanceResource(base_url=server.url),
+            "warehouse": WarehouseResource(url=warehouse_url),
+        },
+        raise_on_error=False,
+    )
+
+
+def stored(warehouse_url: str, symbol: str = "BTCUSDT") -> pd.DataFrame:
+    return Warehouse.from_url(warehouse_url).read_ohlcv(
+        "binance", "1h", [symbol], DAY_START, DAY_END
+    )
+
+
+def test_a_partition_fetches_its_utc_day_and_stores_it(
+    server: FakeBinance, hourly: dg.AssetsDefinition, warehouse_url: str
+) -> None:
+    result = run(hourly, server, warehouse_url)
+
+    assert result.success
+    rows = stored(warehouse_url)
+    expected = expected_frame("BTCUSDT", "1h", "2024-01-05", "2024-01-06")
+    assert rows["ts"].tolist() == expected["ts"].tolist()
+    assert rows["close"].tolist() == pytest.approx(expected["close"].round(2).tolist())
+    [materialization] = result.asset_materializations_for_node(hourly.node_def.name)
+    assert materialization.asset_key == dg.AssetKey(["ohlcv", "binance", "1h"])
+    assert materialization.partition == PARTITION
+    meta = {k: v.value for k, v in materialization.metadata.items()}
+    assert meta["rows"] == 24
+    assert meta["expected_bars"] == 24
+    assert meta["missing_bars"] == 0
+    assert meta["requests"] == 1
+    assert meta["first_bar"] == DAY_START.timestamp()
+    assert meta["last_bar"] == pd.Timestamp("2024-01-05T23:00Z").timestamp()
+    [request] = server.requests_to("/fapi/v1/klines")
+    assert request.query["symbol"] == "BTCUSDT"
+
+
+def test_rematerialising_a_partition_is_idempotent(
+    server: FakeBinance, hourly: dg.AssetsDefinition, warehouse_url: str
+) -> None:
+    assert run(hourly, server, warehouse_url).success
+    first = stored(warehouse_url)
+    assert run(hourly, server, warehouse_url).success
+    assert run(hourly, server, warehouse_url, "2024-01-05|ETHUSDT").success
+
+    pd.testing.assert_frame_equal(stored(warehouse_url), first)
+    assert Warehouse.from_url(warehouse_url).count_ohlcv() == 48
+
+
+def test_a_failed_fetch_fails_the_run_and_keeps_the_stored_rows(
+    server: FakeBinance, hourly: dg.AssetsDefinition, warehouse_url: str
+) -> None:
+    assert run(hourly, server, warehouse_url).success
+    before = stored(warehouse_url)
+    server.failing_symbols.add("BTCUSDT")
+
+    result = run(hourly, server, warehouse_url)
+
+    assert not result.success
+    failure = result.failure_data_for_node(hourly.node_def.name)
+    assert "binance: server error" in str(failure.error)
+    pd.testing.assert_frame_equal(stored(warehouse_url), before)
+
+
+def test_bars_that_break_the_schema_are_not_stored(
+    server: FakeBinance, hourly: dg.AssetsDefinition, warehouse_url: str
+) -> None:
+    open_ms = DAY_START.value // 1_000_000
+    high_below_low = [
+        open_ms,
+        "100",
+        "90",
+        "95",
+        "99",
+        "1",
+        open_ms + 3_599_999,
+        "99",
+        1,
+        "0",
+        "0",
+        "0",
+    ]
+    server.scripted.append(Response.json([high_below_low]))
+
+    result = run(hourly, server, warehouse_url)
+
+    assert not result.success
+    assert "high_is_highest" in str(result.failure_data_for_node(hourly.node_def.name).error)
+    assert Warehouse.from_url(warehouse_url).count_ohlcv() == 0
