@@ -24,7 +24,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from fks_pipelines.market.frame import build_frame
-from fks_pipelines.warehouse.store import _COPY_SQL, Scope, Warehouse, encode_pgcopy_binary
+from fks_pipelines.warehouse import pgcopy
+from fks_pipelines.warehouse.store import Scope, Warehouse
 
 SCHEMA = "fks_bench"
 
@@ -70,7 +71,7 @@ def raw_copy_seconds(engine: sa.Engine, payload: bytes, like: str) -> float:
     with engine.begin() as conn:
         cursor = conn.connection.driver_connection.cursor()
         started = time.perf_counter()
-        with cursor.copy(_COPY_SQL.replace("COPY ohlcv", "COPY raw_copy")) as copy:
+        with cursor.copy(pgcopy.copy_sql("raw_copy")) as copy:
             copy.write(payload)
     elapsed = time.perf_counter() - started
     with engine.begin() as conn:
@@ -110,7 +111,7 @@ def main() -> None:
         frame, scope = make_frame(args.rows, ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT"))
         rows = len(frame)
 
-        payload = encode_pgcopy_binary(frame)
+        payload = pgcopy.encode(frame)
         timings: dict[str, list[float]] = {"bare": [], "raw": [], "first": [], "replace": []}
         for _ in range(args.rounds):
             timings["bare"].append(raw_copy_seconds(engine, payload, "INCLUDING DEFAULTS"))

@@ -4,13 +4,17 @@ A write names its *scope* (provider, interval, symbols, ``[start, end)``) and re
 the rows inside it, in one transaction: re-running a partition gives the same table, and a
 failed write leaves the table as it was.
 
-PostgreSQL: the scope is deleted with one statement and the frame is streamed into ``ohlcv`` with
-one ``COPY ... (FORMAT BINARY)``. The COPY stream is built by numpy, not row by row: rows are
-grouped by symbol and by which nullable columns are null, and within a group every record has
-the same byte layout, so a group is one structured array. This is a deliberate departure from a
-staging table + ``INSERT ... SELECT``: measured on 1M rows (bench/warehouse_write.py), the extra
-pass through a staging table cost more than the COPY itself, and the direct COPY keeps the same
-guarantees (one transaction; a duplicate bar violates the primary key and rolls back the delete).
+PostgreSQL, two paths chosen per write (rows travel as a numpy-built binary COPY stream, see
+:mod:`.pgcopy`; measured by bench/warehouse_write.py):
+
+- the scope holds no rows yet (a new partition, a backfill): the frame is copied straight into
+  ``ohlcv``. A staging table + ``INSERT ... SELECT`` cost more than the COPY itself on 1M rows.
+- the scope holds rows (a re-run): the frame is copied into a temporary staging table, then one
+  statement deletes the stored rows that changed or vanished and one inserts the staged rows not
+  stored yet. Re-running an unchanged partition writes nothing, where delete-all + insert-all
+  rewrote every row and its index entry.
+
+Either way a duplicate bar violates the primary key and the whole transaction rolls back.
 
 SQLite: the scope is deleted and the rows inserted with one ``executemany``.
 """
@@ -24,22 +28,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 import tenacity
 
 from fks_pipelines.market.frame import COLUMNS, conform
+from fks_pipelines.warehouse import pgcopy
 from fks_pipelines.warehouse.tables import metadata, ohlcv
 
-_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in Unix microseconds
-_PGCOPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
-_PGCOPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
-_FLOAT_COLUMNS = ("open", "high", "low", "close", "volume")
-_COPY_SQL = (
-    'COPY ohlcv (provider, symbol, "interval", ts, open, high, low, close, volume, vwap, trades)'
-    " FROM STDIN (FORMAT BINARY)"
-)
 _SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's storage format for DateTime on SQLite
 _SQLITE_BUSY_TIMEOUT_MS = 60_000
 _WRITE_OPTION = "fks_write"  # execution option: this transaction writes (SQLite: BEGIN IMMEDIATE)
@@ -227,80 +223,79 @@ def _bind_ts(ts: pd.Timestamp, dialect: str) -> object:
     return ts.to_pydatetime()
 
 
-def _scope_delete(scope: Scope, dialect: str) -> sa.Delete:
-    return sa.delete(ohlcv).where(
+def _scope_filter(scope: Scope, dialect: str) -> list[sa.ColumnElement[bool]]:
+    return [
         ohlcv.c.provider == scope.provider,
         ohlcv.c.interval == scope.interval,
         ohlcv.c.symbol.in_(scope.symbols),
         ohlcv.c.ts >= _bind_ts(scope.start, dialect),
         ohlcv.c.ts < _bind_ts(scope.end, dialect),
-    )
-
-
-def encode_pgcopy_binary(frame: pd.DataFrame) -> bytes:
-    """Encode a canonical frame as a COPY BINARY stream of ``ohlcv``'s data columns.
-
-    Rows are grouped by (provider, symbol, interval, vwap is null, trades is null); each group
-    has one fixed record layout and is encoded as one numpy structured array. The stream's row
-    order is therefore grouped, which COPY does not care about.
-    """
-    vwap_null = frame["vwap"].isna().to_numpy()
-    trades_null = frame["trades"].isna().to_numpy()
-    keys = [frame["provider"], frame["symbol"], frame["interval"], vwap_null, trades_null]
-    chunks = [_PGCOPY_HEADER]
-    for (provider, symbol, interval, no_vwap, no_trades), rows in frame.groupby(
-        keys, sort=False, observed=True
-    ).indices.items():
-        chunks.append(
-            _encode_group(frame.iloc[rows], (provider, symbol, interval), no_vwap, no_trades)
-        )
-    chunks.append(_PGCOPY_TRAILER)
-    return b"".join(chunks)
-
-
-def _encode_group(
-    group: pd.DataFrame, texts: tuple[str, str, str], no_vwap: bool, no_trades: bool
-) -> bytes:
-    encoded = [text.encode() for text in texts]
-    layout: list[tuple[str, str]] = [("nfields", ">i2")]
-    for name, value in zip(("provider", "symbol", "interval"), encoded, strict=True):
-        layout += [(f"{name}_len", ">i4"), (name, f"S{len(value)}")]
-    layout += [("ts_len", ">i4"), ("ts", ">i8")]
-    for name in _FLOAT_COLUMNS:
-        layout += [(f"{name}_len", ">i4"), (name, ">f8")]
-    layout += [("vwap_len", ">i4")] + ([] if no_vwap else [("vwap", ">f8")])
-    layout += [("trades_len", ">i4")] + ([] if no_trades else [("trades", ">i8")])
-
-    records = np.empty(len(group), dtype=np.dtype(layout))
-    records["nfields"] = len(COLUMNS)
-    for name, value in zip(("provider", "symbol", "interval"), encoded, strict=True):
-        records[f"{name}_len"] = len(value)
-        records[name] = value
-    records["ts_len"] = 8
-    records["ts"] = group["ts"].dt.as_unit("us").array.asi8 - _PG_EPOCH_US
-    for name in _FLOAT_COLUMNS:
-        records[f"{name}_len"] = 8
-        records[name] = group[name].to_numpy(dtype="float64")
-    records["vwap_len"] = -1 if no_vwap else 8
-    if not no_vwap:
-        records["vwap"] = group["vwap"].to_numpy(dtype="float64")
-    records["trades_len"] = -1 if no_trades else 8
-    if not no_trades:
-        records["trades"] = group["trades"].to_numpy(dtype="int64")
-    return records.tobytes()
+    ]
 
 
 def _write_postgres(conn: sa.Connection, frame: pd.DataFrame, scope: Scope) -> None:
-    conn.execute(_scope_delete(scope, "postgresql"))
+    stored = conn.execute(
+        sa.select(sa.exists().where(*_scope_filter(scope, "postgresql")))
+    ).scalar_one()
+    if not stored:
+        _copy(conn, frame, "ohlcv")
+        return
+    conn.execute(
+        sa.text("CREATE TEMPORARY TABLE ohlcv_stage (LIKE ohlcv INCLUDING DEFAULTS) ON COMMIT DROP")
+    )
+    _copy(conn, frame, "ohlcv_stage")
+    conn.execute(sa.text("ANALYZE ohlcv_stage"))
+    # Both sides are whole scopes. Statistics of ohlcv lag behind fresh writes (measured: 1 row
+    # expected in a scope of 1M), which made the planner pick a quadratic nested-loop anti join.
+    conn.execute(sa.text("SET LOCAL enable_nestloop = off"))
+    conn.execute(_DELETE_CHANGED, _scope_params(scope))
+    conn.execute(_INSERT_NEW, _scope_params(scope))
+
+
+def _copy(conn: sa.Connection, frame: pd.DataFrame, table: str) -> None:
     if frame.empty:
         return
     raw = conn.connection.driver_connection
-    with raw.cursor() as cursor, cursor.copy(_COPY_SQL) as copy:
-        copy.write(encode_pgcopy_binary(frame))
+    with raw.cursor() as cursor, cursor.copy(pgcopy.copy_sql(table)) as copy:
+        for chunk in pgcopy.chunks(frame):
+            copy.write(chunk)
+
+
+_SAME_BAR = (
+    's.provider = o.provider AND s.symbol = o.symbol AND s."interval" = o."interval"'
+    " AND s.ts = o.ts"
+)
+_IN_SCOPE = (
+    'o.provider = :provider AND o."interval" = :interval'
+    " AND o.symbol = ANY(:symbols) AND o.ts >= :start AND o.ts < :end"
+)
+_DELETE_CHANGED = sa.text(
+    f"DELETE FROM ohlcv o WHERE {_IN_SCOPE}"
+    f" AND NOT EXISTS (SELECT 1 FROM ohlcv_stage s WHERE {_SAME_BAR}"
+    " AND s.open = o.open AND s.high = o.high AND s.low = o.low AND s.close = o.close"
+    " AND s.volume = o.volume AND s.vwap IS NOT DISTINCT FROM o.vwap"
+    " AND s.trades IS NOT DISTINCT FROM o.trades)"
+)
+# Rows still stored after the delete are identical to their staged twin: insert the others. Two
+# staged copies of one bar both pass NOT EXISTS and the primary key refuses the second.
+_INSERT_NEW = sa.text(
+    f"INSERT INTO ohlcv ({pgcopy.COLUMNS_SQL}) SELECT {pgcopy.COLUMNS_SQL} FROM ohlcv_stage s"
+    f" WHERE NOT EXISTS (SELECT 1 FROM ohlcv o WHERE {_IN_SCOPE} AND {_SAME_BAR})"
+)
+
+
+def _scope_params(scope: Scope) -> dict[str, object]:
+    return {
+        "provider": scope.provider,
+        "interval": scope.interval,
+        "symbols": list(scope.symbols),
+        "start": scope.start.to_pydatetime(),
+        "end": scope.end.to_pydatetime(),
+    }
 
 
 def _write_sqlite(conn: sa.Connection, frame: pd.DataFrame, scope: Scope) -> None:
-    conn.execute(_scope_delete(scope, "sqlite"))
+    conn.execute(sa.delete(ohlcv).where(*_scope_filter(scope, "sqlite")))
     if frame.empty:
         return
     columns = [

@@ -14,7 +14,8 @@ import sqlalchemy as sa
 
 from fks_pipelines.market.frame import COLUMNS, build_frame, conform, empty_frame, validate
 from fks_pipelines.market.intervals import Interval
-from fks_pipelines.warehouse.store import Scope, Warehouse, WarehouseError, encode_pgcopy_binary
+from fks_pipelines.warehouse import pgcopy
+from fks_pipelines.warehouse.store import Scope, Warehouse, WarehouseError
 from fks_pipelines.warehouse.tables import ohlcv
 
 DAY = pd.Timestamp("2024-01-02", tz="UTC")
@@ -337,7 +338,7 @@ def test_pgcopy_stream_loads_the_frame(pg_warehouse: Warehouse) -> None:
     frame = combine(bars(), bars("ETHUSDT", base=2000.0))
     frame.loc[[1, 30], "vwap"] = np.nan
     frame.loc[[2, 30, 40], "trades"] = pd.NA
-    stream = encode_pgcopy_binary(frame)
+    stream = pgcopy.encode(frame)
     assert stream.startswith(b"PGCOPY\n\xff\r\n\x00")
     assert stream.endswith(b"\xff\xff")
 
@@ -397,3 +398,31 @@ def test_sqlite_schema_creation_is_safe_from_concurrent_processes(
     for process in processes:
         process.join()
     assert results == ["ok"] * racers
+
+
+def _row_versions(store: Warehouse) -> dict[pd.Timestamp, str]:
+    """PostgreSQL's xmin per bar: it changes exactly when a row is rewritten."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT ts, xmin::text FROM ohlcv ORDER BY ts")).all()
+    return {pd.Timestamp(ts): xmin for ts, xmin in rows}
+
+
+def test_postgres_rerun_rewrites_only_changed_bars(pg_warehouse: Warehouse) -> None:
+    frame = bars()
+    pg_warehouse.write_ohlcv(frame, day_scope())
+    before = _row_versions(pg_warehouse)
+
+    pg_warehouse.write_ohlcv(frame, day_scope())
+    assert _row_versions(pg_warehouse) == before
+
+    changed = frame.copy()
+    changed.loc[5, ["close", "high"]] = changed.loc[5, "high"] + 1.0
+    pg_warehouse.write_ohlcv(changed.drop(index=7), day_scope())
+    after = _row_versions(pg_warehouse)
+    moved = changed["ts"][5]
+    assert after[moved] != before[moved]
+    assert changed["ts"][7] not in after
+    assert {ts: v for ts, v in after.items() if ts != moved} == {
+        ts: v for ts, v in before.items() if ts not in (moved, changed["ts"][7])
+    }
+    pd.testing.assert_frame_equal(table(pg_warehouse), changed.drop(index=7).reset_index(drop=True))
