@@ -10,7 +10,7 @@ import email.utils
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +32,6 @@ class RequestStats:
     requests: int = 0
     bytes_received: int = 0
     errors: int = 0
-    by_endpoint: dict[str, int] = field(default_factory=dict)
 
     def as_metadata(self) -> dict[str, int]:
         return {
@@ -141,7 +140,6 @@ class ProviderHttp:
             ) from None
         finally:
             self.stats.requests += 1
-            self.stats.by_endpoint[endpoint] = self.stats.by_endpoint.get(endpoint, 0) + 1
         self.stats.bytes_received += len(response.content)
         log.debug(
             "%s %s -> HTTP %s in %.0f ms",
