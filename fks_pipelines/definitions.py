@@ -16,13 +16,26 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     warehouse_url: str | dg.EnvVar = settings.resolved_warehouse_url
     if settings.warehouse_url:
         warehouse_url = dg.EnvVar("FKS_WAREHOUSE_URL")
+    runtime = {
+        # A Redis URL may carry a password too: EnvVar, as above.
+        "redis_url": dg.EnvVar("REDIS_URL") if settings.redis_url else None,
+        "cache_dir": str(settings.resolved_cache_dir),
+        "connect_timeout_s": settings.http_connect_timeout_s,
+        "read_timeout_s": settings.http_read_timeout_s,
+        "max_attempts": settings.http_max_attempts,
+        "cache_ttl_closed_s": settings.cache_ttl_closed_s,
+        "cache_ttl_open_s": settings.cache_ttl_open_s,
+        "cache_ttl_price_s": settings.cache_ttl_price_s,
+        "breaker_failures": settings.breaker_failures,
+        "breaker_reset_s": settings.breaker_reset_s,
+    }
     return dg.Definitions(
         assets=build_ohlcv_assets(settings.universe),
         resources={
             "binance": BinanceResource(
                 base_url=settings.binance_base_url,
-                connect_timeout_s=settings.http_connect_timeout_s,
-                read_timeout_s=settings.http_read_timeout_s,
+                requests_per_s=settings.binance_rps,
+                **runtime,
             ),
             "warehouse": WarehouseResource(url=warehouse_url),
         },

@@ -49,6 +49,29 @@ class Settings(BaseSettings):
     http_read_timeout_s: float = Field(
         default=30.0, gt=0, validation_alias="FKS_HTTP_READ_TIMEOUT_S"
     )
+    http_max_attempts: int = Field(default=4, ge=1, validation_alias="FKS_HTTP_MAX_ATTEMPTS")
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias="REDIS_URL",
+        description="Redis for the cache and shared limits; unset: embedded disk cache.",
+    )
+    cache_dir: Path | None = Field(default=None, validation_alias="FKS_CACHE_DIR")
+    cache_ttl_closed_s: float = Field(
+        default=7 * 86400.0, gt=0, validation_alias="FKS_CACHE_TTL_CLOSED_S"
+    )
+    cache_ttl_open_s: float = Field(default=60.0, gt=0, validation_alias="FKS_CACHE_TTL_OPEN_S")
+    cache_ttl_price_s: float = Field(default=2.0, gt=0, validation_alias="FKS_CACHE_TTL_PRICE_S")
+    breaker_failures: int = Field(default=5, ge=1, validation_alias="FKS_BREAKER_FAILURES")
+    breaker_reset_s: float = Field(default=30.0, gt=0, validation_alias="FKS_BREAKER_RESET_S")
+    # Requests per second per provider; defaults are each provider's free or documented tier
+    # (providers.md): Binance 10/s (seed), Polygon Basic 5/min, CoinGecko demo ~30/min,
+    # CoinMarketCap Basic 30/min, Alpha Vantage 5/min, EODHD 1000/min.
+    binance_rps: float = Field(default=10.0, gt=0, validation_alias="FKS_BINANCE_RPS")
+    polygon_rps: float = Field(default=5 / 60, gt=0, validation_alias="FKS_POLYGON_RPS")
+    coingecko_rps: float = Field(default=0.5, gt=0, validation_alias="FKS_COINGECKO_RPS")
+    coinmarketcap_rps: float = Field(default=0.5, gt=0, validation_alias="FKS_COINMARKETCAP_RPS")
+    alpha_vantage_rps: float = Field(default=5 / 60, gt=0, validation_alias="FKS_ALPHA_VANTAGE_RPS")
+    eodhd_rps: float = Field(default=1000 / 60, gt=0, validation_alias="FKS_EODHD_RPS")
 
     @property
     def resolved_warehouse_url(self) -> str:
@@ -56,6 +79,10 @@ class Settings(BaseSettings):
         if self.warehouse_url:
             return self.warehouse_url
         return f"sqlite:///{self.data_dir / 'warehouse.sqlite'}"
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return self.cache_dir or self.data_dir / "cache"
 
     @cached_property
     def universe(self) -> Universe:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from fks_pipelines.providers.runtime import get_runtime
 from fks_pipelines_tests.services import (
     PostgresServer,
     ServiceUnavailable,
@@ -77,3 +78,11 @@ def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
     # Looked up lazily so that the SQLite half runs even where PostgreSQL is unavailable.
     return str(request.getfixturevalue("pg_warehouse_url"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_provider_runtimes() -> Iterator[None]:
+    """Provider runtimes (limiter, breaker) are per process; give every test its own."""
+    get_runtime.cache_clear()
+    yield
+    get_runtime.cache_clear()

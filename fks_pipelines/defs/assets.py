@@ -43,24 +43,25 @@ def build_ohlcv_asset(provider: str, interval: str, universe: Universe) -> dg.As
         warehouse: WarehouseResource = context.resources.warehouse
         with source.get_client() as client:
             frame = validate(client.fetch_ohlcv(part.symbol, bar, part.start, part.end))
-            stats = client.stats
+            work = client.metadata()
         scope = Scope(provider, interval, (part.symbol,), part.start, part.end)
         written = warehouse.get_warehouse().write_ohlcv(frame, scope)
         expected = bar.bars_between(part.start, part.end)
         context.log.info(
-            "%s %s %s: stored %d of %d bars with %d upstream requests",
+            "%s %s %s: stored %d of %d bars (%d upstream requests, %d cache hits)",
             provider,
             part.symbol,
             interval,
             written,
             expected,
-            stats.requests,
+            work["requests"],
+            work["cache_hits"],
         )
         metadata: dict[str, object] = {
             "rows": written,
             "expected_bars": expected,
             "missing_bars": expected - written,
-            **stats.as_metadata(),
+            **work,
         }
         if written:
             metadata["first_bar"] = dg.MetadataValue.timestamp(frame["ts"].iloc[0])

@@ -1,16 +1,25 @@
-"""What every provider client offers: OHLCV history and the latest price, in canonical form."""
+"""What every provider client offers: OHLCV history and the latest price, in canonical form.
+
+A client differs from another only in its vendor params, its parsing and its limits
+(:meth:`ProviderClient._fetch_ohlcv`, :meth:`ProviderClient._latest_price`, ``LIMITS``); caching
+of both operations is done here, and limiting, retries and the breaker in :mod:`.http`.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import TracebackType
+from typing import ClassVar
 
 import pandas as pd
 
 from fks_pipelines.market.intervals import Interval
+from fks_pipelines.market.quote import Quote
+from fks_pipelines.providers.breaker import BreakerState
+from fks_pipelines.providers.cache import FRAMES, QUOTES, cache_key
 from fks_pipelines.providers.http import ProviderHttp, RequestStats
+from fks_pipelines.providers.ratelimit import ProviderLimits
 
 Clock = Callable[[], pd.Timestamp]
 
@@ -19,24 +28,12 @@ def utc_now() -> pd.Timestamp:
     return pd.Timestamp.now(tz="UTC")
 
 
-@dataclass(frozen=True)
-class Quote:
-    """The latest price of one symbol at one provider."""
-
-    provider: str
-    symbol: str
-    price: float
-    ts: pd.Timestamp
-
-
 class ProviderClient(ABC):
-    """A provider's three steps, OpenBB style: query -> vendor params, fetch, payload -> frame.
+    """A provider's three steps, OpenBB style: query -> vendor params, fetch, payload -> frame."""
 
-    Subclasses implement :meth:`fetch_ohlcv` and :meth:`latest_price` on top of ``self.http``;
-    the HTTP runtime (timeouts, errors, accounting) is shared.
-    """
-
-    name: str
+    name: ClassVar[str]
+    LIMITS: ClassVar[ProviderLimits]
+    """Default limits from the provider's documented or free tier (providers.md)."""
 
     def __init__(self, http: ProviderHttp, *, clock: Clock = utc_now) -> None:
         self.http = http
@@ -46,15 +43,67 @@ class ProviderClient(ABC):
     def stats(self) -> RequestStats:
         return self.http.stats
 
-    @abstractmethod
+    @property
+    def circuit(self) -> BreakerState:
+        """The provider's circuit as every process sees it (for failover and metadata)."""
+        return self.http.runtime.breaker.snapshot()
+
+    def metadata(self) -> dict[str, int | float | str]:
+        """Totals of this client's work, for materialisation metadata."""
+        return {
+            **self.stats.as_metadata(),
+            **self.http.runtime.limiter.quota_usage(),
+            "circuit": self.circuit.state,
+        }
+
     def fetch_ohlcv(
         self, symbol: str, interval: Interval, start: pd.Timestamp, end: pd.Timestamp
     ) -> pd.DataFrame:
         """Closed bars of ``symbol`` whose open time lies in ``[start, end)``, canonical form."""
+        cache = self.http.runtime.cache
+        if cache is None:
+            return self._fetch_ohlcv(symbol, interval, start, end)
+        request = {"symbol": symbol, "interval": interval.name, "start": start, "end": end}
+        result = cache.get_or_load(
+            cache_key(self.name, "ohlcv", request),
+            FRAMES,
+            lambda: self._fetch_ohlcv(symbol, interval, start, end),
+            lambda frame: self.http.runtime.config.ttl.window(
+                interval, start, end, len(frame), self.clock()
+            ),
+        )
+        self._count(result.hit)
+        return result.value
 
-    @abstractmethod
     def latest_price(self, symbol: str) -> Quote:
         """The provider's latest price for ``symbol``."""
+        cache = self.http.runtime.cache
+        if cache is None:
+            return self._latest_price(symbol)
+        result = cache.get_or_load(
+            cache_key(self.name, "price", {"symbol": symbol}),
+            QUOTES,
+            lambda: self._latest_price(symbol),
+            lambda _quote: self.http.runtime.config.ttl.price_s,
+        )
+        self._count(result.hit)
+        return result.value
+
+    @abstractmethod
+    def _fetch_ohlcv(
+        self, symbol: str, interval: Interval, start: pd.Timestamp, end: pd.Timestamp
+    ) -> pd.DataFrame:
+        """Fetch upstream (no cache): closed bars opening in ``[start, end)``."""
+
+    @abstractmethod
+    def _latest_price(self, symbol: str) -> Quote:
+        """Fetch upstream (no cache): the latest price."""
+
+    def _count(self, hit: bool) -> None:
+        if hit:
+            self.stats.cache_hits += 1
+        else:
+            self.stats.cache_misses += 1
 
     def close(self) -> None:
         self.http.close()

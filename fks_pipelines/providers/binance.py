@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import re
+import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -17,7 +19,8 @@ import pandas as pd
 
 from fks_pipelines.market.frame import build_frame, drop_open_bars, empty_frame
 from fks_pipelines.market.intervals import Interval
-from fks_pipelines.providers.base import Clock, ProviderClient, Quote, utc_now
+from fks_pipelines.market.quote import Quote
+from fks_pipelines.providers.base import Clock, ProviderClient, utc_now
 from fks_pipelines.providers.errors import (
     BadPayload,
     Banned,
@@ -29,17 +32,20 @@ from fks_pipelines.providers.errors import (
     UnknownSymbol,
 )
 from fks_pipelines.providers.http import (
-    DEFAULT_TIMEOUTS,
     ProviderHttp,
-    Timeouts,
     parse_retry_after,
+    remaining_requests_pacing,
 )
+from fks_pipelines.providers.ratelimit import ProviderLimits, Window
+from fks_pipelines.providers.runtime import ProviderRuntime, RuntimeConfig, get_runtime
 
 PROVIDER = "binance"
 DEFAULT_BASE_URL = "https://fapi.binance.com"
 KLINES_PATH = "/fapi/v1/klines"
 TICKER_PRICE_PATH = "/fapi/v1/ticker/price"
 MAX_KLINES_PER_PAGE = 1500
+WEIGHT_PER_MINUTE = 2400  # USD-M REQUEST_WEIGHT limit per IP (providers.md 1.4)
+WEIGHT_HEADROOM = 0.9
 KLINE_FIELDS = 12
 _PRICE_COLUMNS = {1: "open", 2: "high", 3: "low", 4: "close", 5: "volume", 7: "quote_volume"}
 _BANNED_UNTIL = re.compile(r"banned until (\d{13})")
@@ -148,25 +154,49 @@ def parse_ticker_price(payload: Any, symbol: str) -> Quote:
     return Quote(provider=PROVIDER, symbol=symbol, price=price, ts=ts)
 
 
+def weight_pacing(response: httpx.Response) -> float | None:
+    """Hold off until the next minute once the IP's used weight nears the ceiling (pitfall 6:
+    slow down before the 429, not after it)."""
+    used = response.headers.get("X-MBX-USED-WEIGHT-1M")
+    if used is None or not used.isdigit():
+        return remaining_requests_pacing(response)
+    if int(used) < WEIGHT_PER_MINUTE * WEIGHT_HEADROOM:
+        return None
+    return 60 - time.time() % 60
+
+
 class BinanceClient(ProviderClient):
     """Binance USD-M futures market data (no key needed)."""
 
     name = PROVIDER
+    LIMITS = ProviderLimits(
+        requests=(Window.per_second(10),),
+        weight=(Window(limit=WEIGHT_PER_MINUTE, period_s=60),),
+    )
 
     def __init__(
         self,
         base_url: str = DEFAULT_BASE_URL,
         *,
-        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        runtime: ProviderRuntime | None = None,
         transport: httpx.BaseTransport | None = None,
         clock: Clock = utc_now,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__(
-            ProviderHttp(PROVIDER, base_url, map_error, timeouts=timeouts, transport=transport),
+            ProviderHttp(
+                PROVIDER,
+                base_url,
+                map_error,
+                runtime or get_runtime(PROVIDER, self.LIMITS, RuntimeConfig()),
+                pacing=weight_pacing,
+                transport=transport,
+                sleep=sleep,
+            ),
             clock=clock,
         )
 
-    def fetch_ohlcv(
+    def _fetch_ohlcv(
         self, symbol: str, interval: Interval, start: pd.Timestamp, end: pd.Timestamp
     ) -> pd.DataFrame:
         """Closed bars opening in ``[start, end)``, walking pages of up to 1500 bars.
@@ -189,6 +219,7 @@ class BinanceClient(ProviderClient):
                     "endTime": end_ms - 1,
                     "limit": limit,
                 },
+                weight=klines_weight(limit),
             )
             page = parse_klines(payload, symbol, interval)
             pages.append(page)
@@ -204,7 +235,7 @@ class BinanceClient(ProviderClient):
         in_window = (frame["ts"] >= start) & (frame["ts"] < end)
         return drop_open_bars(frame.loc[in_window], interval.seconds, self.clock())
 
-    def latest_price(self, symbol: str) -> Quote:
+    def _latest_price(self, symbol: str) -> Quote:
         payload = self.http.get_json("ticker_price", TICKER_PRICE_PATH, {"symbol": symbol})
         return parse_ticker_price(payload, symbol)
 

@@ -14,6 +14,7 @@ strings.
     ├── QuotaExhausted       a daily or monthly quota is used up; retry after it rolls over
     ├── BadPayload           the answer could not be understood (malformed or unexpected body)
     └── Unavailable          server error (5xx), timeout or connection failure; transient
+        └── CircuitOpen      not sent: the provider's circuit breaker is open
 """
 
 from __future__ import annotations
@@ -99,3 +100,17 @@ class Unavailable(ProviderError):
     """A transient failure: server error, timeout or connection failure."""
 
     retryable = True
+
+
+class CircuitOpen(Unavailable):
+    """The request was not sent: the provider's circuit is open (see :mod:`.breaker`).
+
+    Attributes:
+        retry_after: Seconds until the circuit lets a probe through.
+    """
+
+    retryable = False
+
+    def __init__(self, provider: str, reason: str, *, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(provider, reason)

@@ -1,7 +1,10 @@
-"""The one HTTP helper every provider uses: timeouts, error mapping, request accounting.
+"""The one HTTP helper every provider uses.
 
-A provider supplies only how to turn an error answer into a typed error; timeouts, transport
-failures and accounting are handled here, once.
+It owns, for every request: the circuit breaker, quotas, the rate limiter, connect/read
+timeouts, the server's word on pacing (``Retry-After``, used-weight and remaining-request
+headers), retries with exponential backoff and jitter (tenacity), the mapping of error answers
+to typed errors, and the accounting reported as materialisation metadata. A provider supplies
+only how to read its error answers and, optionally, its pacing headers.
 """
 
 from __future__ import annotations
@@ -12,11 +15,22 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+import tenacity
 
-from fks_pipelines.providers.errors import BadPayload, ProviderError, Unavailable
+from fks_pipelines.providers.errors import (
+    BadPayload,
+    Banned,
+    CircuitOpen,
+    ProviderError,
+    RateLimited,
+    Unavailable,
+)
+
+if TYPE_CHECKING:
+    from fks_pipelines.providers.runtime import ProviderRuntime
 
 log = logging.getLogger(__name__)
 
@@ -25,17 +39,29 @@ ErrorMapper = Callable[[httpx.Response, Any], ProviderError]
 error."""
 
 
+Pacing = Callable[[httpx.Response], float | None]
+"""Reads a provider's pacing headers; returns seconds every process should hold off, if any."""
+
+
 @dataclass
 class RequestStats:
-    """What a client did upstream; reported as materialisation metadata."""
+    """What a client did; reported as materialisation metadata."""
 
     requests: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    retries: int = 0
+    limiter_wait_s: float = 0.0
     bytes_received: int = 0
     errors: int = 0
 
-    def as_metadata(self) -> dict[str, int]:
+    def as_metadata(self) -> dict[str, int | float]:
         return {
             "requests": self.requests,
+            "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_misses,
+            "retries": self.retries,
+            "limiter_wait_s": round(self.limiter_wait_s, 3),
             "bytes_received": self.bytes_received,
             "upstream_errors": self.errors,
         }
@@ -81,16 +107,25 @@ def decode_json(response: httpx.Response) -> Any:
         return None
 
 
+def remaining_requests_pacing(response: httpx.Response) -> float | None:
+    """``X-RateLimit-Remaining: 0``: hold off until ``Retry-After``, else the next minute."""
+    if response.headers.get("X-RateLimit-Remaining") != "0":
+        return None
+    return parse_retry_after(response.headers.get("Retry-After")) or 60 - time.time() % 60
+
+
 class ProviderHttp:
-    """An HTTP session bound to one provider.
+    """An HTTP session bound to one provider and its runtime.
 
     Args:
         provider: Provider id used in errors and logs.
         base_url: Base URL of the provider's REST API.
         map_error: Maps an error answer to a typed :class:`ProviderError`.
-        timeouts: Connect/read timeouts applied to every request.
+        runtime: Limiter, breaker, cache and policies shared by the provider's clients.
         headers: Default headers (e.g. an API key header). Never logged.
+        pacing: Reads the provider's pacing headers (default: ``X-RateLimit-Remaining``).
         transport: An httpx transport, for tests that replace the network.
+        sleep: How to wait between attempts (tests pass a recorder).
     """
 
     def __init__(
@@ -98,34 +133,108 @@ class ProviderHttp:
         provider: str,
         base_url: str,
         map_error: ErrorMapper,
+        runtime: ProviderRuntime,
         *,
-        timeouts: Timeouts = DEFAULT_TIMEOUTS,
         headers: Mapping[str, str] | None = None,
+        pacing: Pacing = remaining_requests_pacing,
         transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.provider = provider
+        self.runtime = runtime
         self.stats = RequestStats()
         self._map_error = map_error
+        self._pacing = pacing
+        self._sleep = sleep
         self._client = httpx.Client(
             base_url=base_url,
-            timeout=timeouts.as_httpx(),
+            timeout=runtime.config.timeouts.as_httpx(),
             headers=dict(headers or {}),
             transport=transport,
             follow_redirects=False,
         )
 
-    def get_json(self, endpoint: str, path: str, params: Mapping[str, Any] | None = None) -> Any:
-        """GET ``path`` and return its decoded JSON body.
+    def get_json(
+        self,
+        endpoint: str,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        weight: int = 1,
+        quota_cost: int = 1,
+    ) -> Any:
+        """GET ``path`` and return its decoded JSON body, retrying transient failures.
 
         Args:
             endpoint: A short name of the endpoint for accounting and errors (``klines``).
             path: Path below the base URL.
             params: Query parameters.
+            weight: What the request costs in the provider's weight unit.
+            quota_cost: What it costs against daily/monthly quotas.
 
         Raises:
             ProviderError: A typed error for any failure; see :mod:`.errors`.
         """
+        breaker = self.runtime.breaker
+        breaker.before_call()
+        try:
+            body = self._retrying()(self._attempt, endpoint, path, params, weight, quota_cost)
+        except Banned as exc:
+            breaker.record_failure(
+                open_for_s=exc.retry_after or self.runtime.config.breaker_reset_s
+            )
+            raise
+        except CircuitOpen:
+            raise
+        except (Unavailable, BadPayload, RateLimited):
+            breaker.record_failure()
+            raise
+        except ProviderError:
+            breaker.record_success()  # the provider answered; the request was at fault
+            raise
+        breaker.record_success()
+        return body
+
+    def _retrying(self) -> tenacity.Retrying:
+        config = self.runtime.config
+        backoff = tenacity.wait_random_exponential(
+            multiplier=config.backoff_initial_s, max=config.backoff_max_s
+        )
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            retry_after = getattr(error, "retry_after", None)
+            return retry_after if retry_after is not None else backoff(state)
+
+        def count_retry(state: tenacity.RetryCallState) -> None:
+            self.stats.retries += 1
+            error = state.outcome.exception() if state.outcome else None
+            log.info("%s: retrying after %s", self.provider, error)
+
+        return tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(config.max_attempts),
+            retry=tenacity.retry_if_exception(
+                lambda exc: isinstance(exc, ProviderError) and exc.retryable
+            ),
+            wait=wait,
+            sleep=self._sleep,
+            before_sleep=count_retry,
+            reraise=True,
+        )
+
+    def _attempt(
+        self,
+        endpoint: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        weight: int,
+        quota_cost: int,
+    ) -> Any:
+        limiter = self.runtime.limiter
+        limiter.reserve(quota_cost)
+        self.stats.limiter_wait_s += limiter.acquire(weight)
         started = time.perf_counter()
+        self.stats.requests += 1
         try:
             response = self._client.get(path, params=params)
         except httpx.TimeoutException as exc:
@@ -138,8 +247,6 @@ class ProviderHttp:
             raise Unavailable(
                 self.provider, f"{endpoint}: connection failed ({type(exc).__name__})"
             ) from None
-        finally:
-            self.stats.requests += 1
         self.stats.bytes_received += len(response.content)
         log.debug(
             "%s %s -> HTTP %s in %.0f ms",
@@ -148,10 +255,16 @@ class ProviderHttp:
             response.status_code,
             (time.perf_counter() - started) * 1000,
         )
+        hold_off = self._pacing(response)
+        if hold_off:
+            limiter.pause(hold_off)
         body = decode_json(response)
         if response.status_code >= 400:
             self.stats.errors += 1
-            raise self._map_error(response, body)
+            error = self._map_error(response, body)
+            if isinstance(error, RateLimited) and error.retry_after:
+                limiter.pause(error.retry_after)
+            raise error
         if body is None:
             self.stats.errors += 1
             raise BadPayload(

@@ -75,6 +75,7 @@ def test_cli_materialises_one_partition_into_the_warehouse(tmp_path: Path) -> No
             "PATH": os.environ["PATH"],
             "HOME": str(tmp_path),
             "DAGSTER_HOME": str(home),
+            "FKS_DATA_DIR": str(tmp_path / "data"),
             "FKS_WAREHOUSE_URL": warehouse,
             "FKS_BINANCE_BASE_URL": server.url,
         }

@@ -17,6 +17,7 @@ from fks_pipelines.providers.errors import (
     UnknownSymbol,
 )
 from fks_pipelines.providers.http import Timeouts
+from fks_pipelines.providers.runtime import ProviderRuntime, RuntimeConfig, build_runtime
 from fks_pipelines_tests.fakes.binance import FakeBinance, expected_frame
 from fks_pipelines_tests.fakes.server import Response
 
@@ -29,9 +30,15 @@ def server() -> Iterator[FakeBinance]:
         yield fake
 
 
+def runtime(**config: object) -> ProviderRuntime:
+    """A fresh runtime (no cache, in-process limits) so that no state leaks between tests."""
+    settings = {"timeouts": Timeouts(connect=2, read=2), "max_attempts": 1, **config}
+    return build_runtime("binance", BinanceClient.LIMITS, RuntimeConfig(**settings))
+
+
 @pytest.fixture
 def client(server: FakeBinance) -> Iterator[BinanceClient]:
-    with BinanceClient(server.url, timeouts=Timeouts(connect=2, read=2)) as c:
+    with BinanceClient(server.url, runtime=runtime()) as c:
         yield c
 
 
@@ -73,7 +80,7 @@ def test_long_windows_walk_pages_of_1500_bars(server: FakeBinance, client: Binan
 def test_window_reaching_now_drops_the_open_bar(server: FakeBinance) -> None:
     now = pd.Timestamp("2024-01-05T10:30:00Z")
     server.now_ms = now.value // 1_000_000
-    with BinanceClient(server.url, clock=lambda: now) as client:
+    with BinanceClient(server.url, runtime=runtime(), clock=lambda: now) as client:
         frame = client.fetch_ohlcv("BTCUSDT", Interval.parse("1h"), DAY, DAY + pd.Timedelta(days=1))
 
     # The server returned the 10:00 bar while still open; only closed bars 00:00..09:00 remain.
@@ -135,7 +142,7 @@ def test_read_timeout_reaches_the_request(server: FakeBinance) -> None:
     slow = Response.json({"symbol": "BTCUSDT", "price": "1", "time": 1})
     slow.delay_s = 1.0
     server.scripted.append(slow)
-    client = BinanceClient(server.url, timeouts=Timeouts(connect=1, read=0.2))
+    client = BinanceClient(server.url, runtime=runtime(timeouts=Timeouts(connect=1, read=0.2)))
     with client, pytest.raises(Unavailable, match="timed out"):
         client.latest_price("BTCUSDT")
 
@@ -143,7 +150,8 @@ def test_read_timeout_reaches_the_request(server: FakeBinance) -> None:
 def test_connection_refused_is_unavailable() -> None:
     with FakeBinance() as stopped:
         url = stopped.url
-    with BinanceClient(url) as client, pytest.raises(Unavailable, match="connection failed"):
+    client = BinanceClient(url, runtime=runtime())
+    with client, pytest.raises(Unavailable, match="connection failed"):
         client.latest_price("BTCUSDT")
 
 

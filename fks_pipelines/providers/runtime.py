@@ -1,0 +1,116 @@
+"""The runtime a provider client runs on: cache, rate limiter, circuit breaker, retry policy.
+
+Built once per process and provider (:func:`get_runtime`), so every client of a provider in a
+process shares one limiter, one breaker and one cache connection; with Redis they are shared with
+every other process using the same Redis as well.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import redis
+
+from fks_pipelines.providers.breaker import CircuitBreaker
+from fks_pipelines.providers.cache import DiskBackend, RedisBackend, ResultCache, TtlPolicy
+from fks_pipelines.providers.http import Timeouts
+from fks_pipelines.providers.ratelimit import ProviderLimits, RateLimiter
+from fks_pipelines.providers.state import (
+    FallbackState,
+    LocalState,
+    RedisState,
+    SharedState,
+    WarnOnce,
+)
+
+log = logging.getLogger(__name__)
+_warn = WarnOnce(log)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How the runtime behaves; every field has an environment variable (settings.py).
+
+    Attributes:
+        redis_url: Redis for the cache and the shared limiter/breaker state; ``None`` for the
+            embedded mode (disk cache in ``cache_dir``, limiter and breaker in-process).
+        cache_dir: Directory of the embedded disk cache; ``None`` disables caching when there is
+            no Redis either.
+    """
+
+    redis_url: str | None = None
+    cache_dir: Path | None = None
+    ttl: TtlPolicy = field(default_factory=TtlPolicy)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    max_attempts: int = 4
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    breaker_failures: int = 5
+    breaker_reset_s: float = 30.0
+    limiter_margin_s: float = 0.05
+    limiter_max_wait_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class ProviderRuntime:
+    provider: str
+    config: RuntimeConfig
+    limiter: RateLimiter
+    breaker: CircuitBreaker
+    cache: ResultCache | None
+
+
+def build_runtime(provider: str, limits: ProviderLimits, config: RuntimeConfig) -> ProviderRuntime:
+    """A fresh runtime; prefer :func:`get_runtime`, which shares one per process."""
+    client = _redis(config.redis_url) if config.redis_url else None
+    state: SharedState = (
+        FallbackState(RedisState(client), LocalState()) if client is not None else LocalState()
+    )
+    backend = (
+        RedisBackend(client)
+        if client is not None
+        else DiskBackend(config.cache_dir)
+        if config.cache_dir is not None
+        else None
+    )
+    return ProviderRuntime(
+        provider=provider,
+        config=config,
+        limiter=RateLimiter(
+            provider,
+            limits,
+            state,
+            client=client,
+            margin_s=config.limiter_margin_s,
+            max_wait_s=config.limiter_max_wait_s,
+        ),
+        breaker=CircuitBreaker(
+            provider,
+            state,
+            failure_threshold=config.breaker_failures,
+            reset_s=config.breaker_reset_s,
+        ),
+        cache=ResultCache(backend) if backend is not None else None,
+    )
+
+
+@cache
+def get_runtime(provider: str, limits: ProviderLimits, config: RuntimeConfig) -> ProviderRuntime:
+    """The runtime of ``provider`` in this process."""
+    return build_runtime(provider, limits, config)
+
+
+@cache
+def _redis(url: str) -> redis.Redis | None:
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
+    )
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        _warn("redis", "Redis at REDIS_URL unreachable (%s): caching off, limits in-process", exc)
+        return None
+    return client

@@ -1,0 +1,189 @@
+"""Small shared state for the provider runtime: in Redis when configured, else in-process.
+
+The circuit breaker, server-requested pauses and quotas keep a few numbers per provider. With
+Redis every process that uses the same Redis sees the same numbers, atomically; without it they
+live in this process. Either way the operations are the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from typing import Any
+
+import redis
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "fks:v1"
+
+
+def key(provider: str, *parts: str) -> str:
+    """A namespaced key: ``fks:v1:<provider>:<part>:...``."""
+    return ":".join((KEY_PREFIX, provider, *parts))
+
+
+class SharedState(ABC):
+    """Atomic counters, timestamps and flags with expiries."""
+
+    @abstractmethod
+    def get_float(self, name: str) -> float | None: ...
+
+    @abstractmethod
+    def raise_float(self, name: str, value: float, ttl_s: float) -> float:
+        """Set ``name`` to ``max(current, value)``; returns the value now stored."""
+
+    @abstractmethod
+    def incr(self, name: str, amount: int, ttl_s: float) -> int:
+        """Add ``amount``; a new counter expires after ``ttl_s``. Returns the new value."""
+
+    @abstractmethod
+    def add(self, name: str, ttl_s: float) -> bool:
+        """Create the flag ``name`` if absent (set-if-not-exists); True when this call made it."""
+
+    @abstractmethod
+    def delete(self, *names: str) -> None: ...
+
+
+_RAISE_FLOAT = """
+local current = tonumber(redis.call('GET', KEYS[1]))
+local value = tonumber(ARGV[1])
+if current and current >= value then return tostring(current) end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ARGV[1]
+"""
+
+_INCR = """
+local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return value
+"""
+
+
+class RedisState(SharedState):
+    """State in Redis, shared by every process using the same server."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._raise_float = client.register_script(_RAISE_FLOAT)
+        self._incr = client.register_script(_INCR)
+
+    def get_float(self, name: str) -> float | None:
+        value = self.client.get(name)
+        return float(value) if value is not None else None
+
+    def raise_float(self, name: str, value: float, ttl_s: float) -> float:
+        return float(self._raise_float(keys=[name], args=[repr(value), _ms(ttl_s)]))
+
+    def incr(self, name: str, amount: int, ttl_s: float) -> int:
+        return int(self._incr(keys=[name], args=[amount, _ms(ttl_s)]))
+
+    def add(self, name: str, ttl_s: float) -> bool:
+        return bool(self.client.set(name, b"1", nx=True, px=_ms(ttl_s)))
+
+    def delete(self, *names: str) -> None:
+        self.client.delete(*names)
+
+
+class LocalState(SharedState):
+    """State in this process (embedded mode, no Redis)."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, tuple[float, float]] = {}  # name -> (value, expires at)
+        self._lock = threading.Lock()
+
+    def _live(self, name: str) -> float | None:
+        entry = self._values.get(name)
+        if entry is None:
+            return None
+        if entry[1] <= time.monotonic():
+            del self._values[name]
+            return None
+        return entry[0]
+
+    def get_float(self, name: str) -> float | None:
+        with self._lock:
+            return self._live(name)
+
+    def raise_float(self, name: str, value: float, ttl_s: float) -> float:
+        with self._lock:
+            current = self._live(name)
+            if current is not None and current >= value:
+                return current
+            self._values[name] = (value, time.monotonic() + ttl_s)
+            return value
+
+    def incr(self, name: str, amount: int, ttl_s: float) -> int:
+        with self._lock:
+            current = self._live(name)
+            if current is None:
+                self._values[name] = (amount, time.monotonic() + ttl_s)
+                return amount
+            expires = self._values[name][1]
+            self._values[name] = (current + amount, expires)
+            return int(current + amount)
+
+    def add(self, name: str, ttl_s: float) -> bool:
+        with self._lock:
+            if self._live(name) is not None:
+                return False
+            self._values[name] = (1.0, time.monotonic() + ttl_s)
+            return True
+
+    def delete(self, *names: str) -> None:
+        with self._lock:
+            for name in names:
+                self._values.pop(name, None)
+
+
+class FallbackState(SharedState):
+    """Redis state that falls back to this process's state while Redis fails, so that a Redis
+    outage degrades sharing between processes instead of failing runs."""
+
+    def __init__(self, primary: SharedState, fallback: SharedState) -> None:
+        self._primary = primary
+        self._fallback = fallback
+        self._warn = WarnOnce(log)
+
+    def _call(self, method: str, *args: object) -> Any:
+        try:
+            return getattr(self._primary, method)(*args)
+        except redis.RedisError as exc:
+            self._warn("redis", "Redis unavailable, provider state kept in-process: %s", exc)
+            return getattr(self._fallback, method)(*args)
+
+    def get_float(self, name: str) -> float | None:
+        return self._call("get_float", name)
+
+    def raise_float(self, name: str, value: float, ttl_s: float) -> float:
+        return self._call("raise_float", name, value, ttl_s)
+
+    def incr(self, name: str, amount: int, ttl_s: float) -> int:
+        return self._call("incr", name, amount, ttl_s)
+
+    def add(self, name: str, ttl_s: float) -> bool:
+        return self._call("add", name, ttl_s)
+
+    def delete(self, *names: str) -> None:
+        self._call("delete", *names)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+class WarnOnce:
+    """Log a warning the first time a condition is seen, then only at debug level."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, topic: str, message: str, *args: object) -> None:
+        with self._lock:
+            first = topic not in self._seen
+            self._seen.add(topic)
+        (self._logger.warning if first else self._logger.debug)(message, *args)
