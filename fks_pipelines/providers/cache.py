@@ -154,9 +154,9 @@ class TtlPolicy:
         rows: int,
         now: pd.Timestamp,
     ) -> float:
-        last_closed_open = now.floor(interval.offset) - interval.offset
-        if end > last_closed_open + interval.offset:
-            next_close = now.floor(interval.offset) + interval.offset
+        open_bar = now.floor(interval.offset)
+        if end > open_bar:
+            next_close = open_bar + interval.offset
             return max(1.0, min(self.open_s, (next_close - now).total_seconds()))
         complete = rows >= interval.bars_between(start, end)
         if not complete and (now - end).total_seconds() < self.late_data_grace_s:
