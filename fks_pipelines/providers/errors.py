@@ -9,6 +9,7 @@ strings.
     ├── RequestRejected      the provider refused the request as made (4xx); retrying won't help
     │   ├── UnknownSymbol    the symbol or ticker does not exist at this provider
     │   └── Unauthorized     missing, invalid or unentitled credentials (401/403/451)
+    │       └── MissingCredentials  the key's environment variable is not set
     ├── RateLimited          slow down (429 or an in-body throttle); ``retry_after`` in seconds
     │   └── Banned           the IP is banned until ``retry_after`` has passed (Binance 418)
     ├── QuotaExhausted       a daily or monthly quota is used up; retry after it rolls over
@@ -66,6 +67,13 @@ class UnknownSymbol(RequestRejected):
 
 class Unauthorized(RequestRejected):
     """Credentials are missing, invalid, or not entitled to this data."""
+
+
+class MissingCredentials(Unauthorized):
+    """A provider that needs a key was used without one; names the variable to set."""
+
+    def __init__(self, provider: str, variable: str) -> None:
+        super().__init__(provider, f"no API key: set the environment variable {variable}")
 
 
 class RateLimited(ProviderError):

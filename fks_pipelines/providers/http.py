@@ -123,6 +123,9 @@ class ProviderHttp:
         map_error: Maps an error answer to a typed :class:`ProviderError`.
         runtime: Limiter, breaker, cache and policies shared by the provider's clients.
         headers: Default headers (e.g. an API key header). Never logged.
+        auth_params: Query parameters carrying credentials, for providers that accept no header
+            (Alpha Vantage ``apikey``, EODHD ``api_token``). Added when a request is sent, so
+            they reach neither cache keys nor logs nor errors.
         pacing: Reads the provider's pacing headers (default: ``X-RateLimit-Remaining``).
         transport: An httpx transport, for tests that replace the network.
         sleep: How to wait between attempts (tests pass a recorder).
@@ -136,6 +139,7 @@ class ProviderHttp:
         runtime: ProviderRuntime,
         *,
         headers: Mapping[str, str] | None = None,
+        auth_params: Mapping[str, str] | None = None,
         pacing: Pacing = remaining_requests_pacing,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -144,6 +148,7 @@ class ProviderHttp:
         self.runtime = runtime
         self.stats = RequestStats()
         self._map_error = map_error
+        self._auth_params = dict(auth_params or {})
         self._pacing = pacing
         self._sleep = sleep
         self._client = httpx.Client(
@@ -236,7 +241,7 @@ class ProviderHttp:
         started = time.perf_counter()
         self.stats.requests += 1
         try:
-            response = self._client.get(path, params=params)
+            response = self._client.get(path, params={**(params or {}), **self._auth_params})
         except httpx.TimeoutException as exc:
             self.stats.errors += 1
             raise Unavailable(
