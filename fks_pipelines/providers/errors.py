@@ -11,7 +11,8 @@ strings.
     │   └── Unauthorized     missing, invalid or unentitled credentials (401/403/451)
     │       └── MissingCredentials  the key's environment variable is not set
     ├── RateLimited          slow down (429 or an in-body throttle); ``retry_after`` in seconds
-    │   └── Banned           the IP is banned until ``retry_after`` has passed (Binance 418)
+    │   ├── Banned           the IP is banned until ``retry_after`` has passed (Binance 418)
+    │   └── SlotTimeout      not sent: our own limiter found no slot within its longest wait
     ├── QuotaExhausted       a daily or monthly quota is used up; retry after it rolls over
     ├── BadPayload           the answer could not be understood (malformed or unexpected body)
     └── Unavailable          server error (5xx), timeout or connection failure; transient
@@ -92,6 +93,13 @@ class RateLimited(ProviderError):
 
 class Banned(RateLimited):
     """The provider banned this IP; no request may be sent before ``retry_after`` has passed."""
+
+    retryable = False
+
+
+class SlotTimeout(RateLimited):
+    """Not sent: the local rate limiter (or a pause the provider asked for) would have made the
+    request wait longer than allowed. Not a failure of the provider, and not retried."""
 
     retryable = False
 

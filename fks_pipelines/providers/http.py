@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, quote_plus
 
 import httpx
 import tenacity
@@ -26,6 +27,7 @@ from fks_pipelines.providers.errors import (
     CircuitOpen,
     ProviderError,
     RateLimited,
+    SlotTimeout,
     Unavailable,
 )
 
@@ -107,6 +109,33 @@ def decode_json(response: httpx.Response) -> Any:
         return None
 
 
+class _RedactSecrets(logging.Filter):
+    """httpx logs every request's full URL at INFO; a key that must travel in the query string
+    would be written out with it. Known secrets are replaced by ``***`` in those records."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def add(self, secret: str) -> None:
+        self.secrets.update({secret, quote_plus(secret), quote(secret, safe="")})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            redacted = message
+            for secret in self.secrets:
+                redacted = redacted.replace(secret, "***")
+            if redacted != message:
+                record.msg, record.args = redacted, ()
+        return True
+
+
+_REDACT = _RedactSecrets()
+for _name in ("httpx", "httpcore"):
+    logging.getLogger(_name).addFilter(_REDACT)
+
+
 def remaining_requests_pacing(response: httpx.Response) -> float | None:
     """``X-RateLimit-Remaining: 0``: hold off until ``Retry-After``, else the next minute."""
     if response.headers.get("X-RateLimit-Remaining") != "0":
@@ -149,6 +178,9 @@ class ProviderHttp:
         self.stats = RequestStats()
         self._map_error = map_error
         self._auth_params = dict(auth_params or {})
+        for secret in self._auth_params.values():
+            if secret:
+                _REDACT.add(secret)
         self._pacing = pacing
         self._sleep = sleep
         self._client = httpx.Client(
@@ -189,8 +221,8 @@ class ProviderHttp:
                 open_for_s=exc.retry_after or self.runtime.config.breaker_reset_s
             )
             raise
-        except CircuitOpen:
-            raise
+        except (CircuitOpen, SlotTimeout):
+            raise  # nothing was sent: says nothing about the provider's health
         except (Unavailable, BadPayload, RateLimited):
             breaker.record_failure()
             raise
@@ -237,7 +269,11 @@ class ProviderHttp:
     ) -> Any:
         limiter = self.runtime.limiter
         limiter.reserve(quota_cost)
-        self.stats.limiter_wait_s += limiter.acquire(weight)
+        try:
+            self.stats.limiter_wait_s += limiter.acquire(weight)
+        except SlotTimeout:
+            limiter.refund(quota_cost)
+            raise
         started = time.perf_counter()
         self.stats.requests += 1
         try:

@@ -19,18 +19,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import redis
-from pyrate_limiter import InMemoryBucket, Limiter, Rate, RedisBucket
+from pyrate_limiter import InMemoryBucket, Limiter, Rate, RedisBucket, SingleBucketFactory
 
-from fks_pipelines.providers.errors import QuotaExhausted, RateLimited
+from fks_pipelines.providers.errors import QuotaExhausted, SlotTimeout
 from fks_pipelines.providers.state import SharedState, WarnOnce, key
 
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], None]
 _WAKE_BUFFER_MS = 5
+_PERIOD_ADJECTIVE = {"day": "daily", "month": "monthly"}
+_LEAK_EVERY = 50  # acquisitions between trims of the Redis log
 
 
 @dataclass(frozen=True)
@@ -112,11 +114,7 @@ class RateLimiter:
         self._sleep = sleep
         self._pause = key(provider, "pause_until")
         self._limiters = [
-            _Limiters(
-                shared=_limiter(provider, name, windows, margin_s, client),
-                local=_limiter(provider, name, windows, margin_s, None),
-                unit=name,
-            )
+            _Limiters(provider, name, windows, margin_s, client)
             for name, windows in (("requests", limits.requests), ("weight", limits.weight))
             if windows
         ]
@@ -139,7 +137,9 @@ class RateLimiter:
                 self._warn("redis", "Redis unavailable, rate limits held in-process: %s", exc)
                 acquired = limiters.acquire_locally(self.provider, weight, remaining)
             if not acquired:
-                raise RateLimited(self.provider, f"no request slot within {self._max_wait_s:.0f} s")
+                raise SlotTimeout(
+                    self.provider, f"no request slot within {self._max_wait_s:.0f} s (not sent)"
+                )
         return time.monotonic() - started
 
     def pause(self, seconds: float) -> None:
@@ -159,9 +159,17 @@ class RateLimiter:
                     self._state.incr(taken_name, -cost, taken_quota.seconds_left(now) + 3600)
                 raise QuotaExhausted(
                     self.provider,
-                    f"{quota.period}ly {quota.name} quota of {quota.limit} used up "
+                    f"{_PERIOD_ADJECTIVE[quota.period]} {quota.name} quota of {quota.limit} "
+                    "used up "
                     f"({used - cost} used); resets in {quota.seconds_left(now) / 3600:.1f} h",
                 )
+
+    def refund(self, cost: int, now: datetime | None = None) -> None:
+        """Give back what :meth:`reserve` took for a request that was not sent."""
+        now = now or datetime.now(UTC)
+        for quota in self.limits.quotas:
+            name = key(self.provider, "quota", quota.name, quota.bucket(now))
+            self._state.incr(name, -cost, quota.seconds_left(now) + 3600)
 
     def quota_usage(self, now: datetime | None = None) -> dict[str, int]:
         """Units used so far per quota in the current period (for metadata)."""
@@ -179,24 +187,45 @@ class RateLimiter:
             if remaining <= 0:
                 return
             if time.monotonic() - started + remaining > self._max_wait_s:
-                raise RateLimited(
+                raise SlotTimeout(
                     self.provider,
-                    f"paused by the provider for {remaining:.0f} s more",
+                    f"paused by the provider for {remaining:.0f} s more (not sent)",
                     retry_after=remaining,
                 )
             self._sleep(remaining)
 
 
-@dataclass(frozen=True)
 class _Limiters:
     """One unit's limiter, shared (Redis) when configured, with its in-process stand-in."""
 
-    shared: Limiter
-    local: Limiter
-    unit: str
+    def __init__(
+        self, provider: str, unit: str, windows: Sequence[Window], margin_s: float, client: Any
+    ) -> None:
+        self.unit = unit
+        self._build = lambda target: _limiter(provider, unit, windows, margin_s, target)
+        self.shared = self._build(client)
+        self.local = self._build(None)
+        self._client = client
+        self._acquired = 0
 
     def acquire(self, provider: str, weight: int, timeout_s: float) -> bool:
-        return _try(self.shared, provider, weight, timeout_s)
+        try:
+            acquired = _try(self.shared, provider, weight, timeout_s)
+        except redis.exceptions.NoScriptError:
+            # A restarted Redis forgot pyrate-limiter's script, which it loads only once.
+            self.shared = self._build(self._client)
+            acquired = _try(self.shared, provider, weight, timeout_s)
+        self._acquired += 1
+        if self._client is not None and self._acquired % _LEAK_EVERY == 0:
+            self._leak()
+        return acquired
+
+    def _leak(self) -> None:
+        """Trim entries older than the longest window from the Redis log. Done here, not by
+        pyrate-limiter's leak thread: that thread dies on the first Redis error and the log
+        would then grow without end."""
+        bucket = self.shared.bucket_factory.get(None)  # type: ignore[arg-type]
+        bucket.leak(int(time.time() * 1000))
 
     def acquire_locally(self, provider: str, weight: int, timeout_s: float) -> bool:
         return _try(self.local, provider, weight, timeout_s)
@@ -221,4 +250,4 @@ def _limiter(
     if client is None:
         return Limiter(InMemoryBucket(rates), buffer_ms=_WAKE_BUFFER_MS)
     bucket = RedisBucket.init(rates, client, key(provider, "ratelimit", name))
-    return Limiter(bucket, buffer_ms=_WAKE_BUFFER_MS)
+    return Limiter(SingleBucketFactory(bucket, schedule_leak=False), buffer_ms=_WAKE_BUFFER_MS)

@@ -103,14 +103,20 @@ def get_runtime(provider: str, limits: ProviderLimits, config: RuntimeConfig) ->
     return build_runtime(provider, limits, config)
 
 
-@cache
 def _redis(url: str) -> redis.Redis | None:
-    client = redis.Redis.from_url(
-        url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
-    )
+    """A connected client for ``url`` (one pool per URL and process), or ``None`` while Redis
+    does not answer; a failure is not remembered, so a runtime built later can use it."""
+    client = _client(url)
     try:
         client.ping()
     except redis.RedisError as exc:
         _warn("redis", "Redis at REDIS_URL unreachable (%s): caching off, limits in-process", exc)
         return None
     return client
+
+
+@cache
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
+    )
