@@ -1,19 +1,25 @@
-"""Shared fixtures: real service URLs (see :mod:`fks_pipelines_tests.services`)."""
+"""Shared fixtures: real PostgreSQL and Redis (see :mod:`fks_pipelines_tests.services`)."""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import sqlalchemy as sa
 
 from fks_pipelines.providers.runtime import get_runtime
 from fks_pipelines_tests.services import (
     PostgresServer,
+    RedisServer,
     ServiceUnavailable,
     find_postgres,
+    find_redis,
     unavailable,
 )
 
@@ -78,6 +84,51 @@ def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
     # Looked up lazily so that the SQLite half runs even where PostgreSQL is unavailable.
     return str(request.getfixturevalue("pg_warehouse_url"))
+
+
+@pytest.fixture(scope="session")
+def _redis_server() -> Iterator[RedisServer]:
+    """The Redis server of this session; skips (or fails) every test using it if none."""
+    try:
+        server = find_redis()
+    except ServiceUnavailable as exc:
+        reason = str(exc)
+    else:
+        reason = None
+    if reason is not None:
+        unavailable(reason)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(_redis_server: RedisServer) -> str:
+    """URL of the real Redis server and database the tests may use (``REDIS_URL`` or a local
+    throwaway server). Request :func:`redis_client` as well to start from an empty database."""
+    return _redis_server.url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A client of the database named by ``redis_url``, emptied (FLUSHDB) before the test.
+
+    The tests own that database: whatever it holds is deleted. While the test runs it holds an
+    exclusive lock on a file named after the URL, so that tests of parallel pytest-xdist workers
+    sharing one external Redis database never flush each other's keys mid-test.
+    """
+    digest = hashlib.sha256(redis_url.encode()).hexdigest()[:16]
+    lock_path = Path(tempfile.gettempdir()) / f"fks-test-redis-{digest}.lock"
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
+        try:
+            client.flushdb()
+            yield client
+        finally:
+            client.close()
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture(autouse=True)

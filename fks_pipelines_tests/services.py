@@ -1,18 +1,22 @@
-"""Real backing services for tests: PostgreSQL now, Redis later. Never mocks.
+"""Real backing services for tests: PostgreSQL and Redis. Never mocks.
 
 How a service is found, in order:
 
 1. An external server named by an environment variable (``FKS_TEST_POSTGRES_URL``, e.g.
-   ``postgresql://postgres@127.0.0.1:5432/test``), if it accepts connections.
-2. A throwaway server started from local binaries (``initdb``/``postgres``/``pg_ctl`` on ``PATH``
-   or under ``/usr/lib/postgresql/*/bin``), stopped at the end of the session. As root, the
-   binaries run as the ``postgres`` OS user through ``runuser``, since ``initdb`` refuses root.
+   ``postgresql://postgres@127.0.0.1:5432/test``; ``REDIS_URL``, e.g.
+   ``redis://127.0.0.1:6379/15``), if it accepts connections.
+2. A throwaway server started from local binaries, stopped at the end of the session:
+   ``initdb``/``postgres``/``pg_ctl`` on ``PATH`` or under ``/usr/lib/postgresql/*/bin`` (as root
+   they run as the ``postgres`` OS user through ``runuser``, since ``initdb`` refuses root), and
+   ``redis-server`` on ``PATH`` (no persistence, loopback only).
 3. Neither: the test is skipped, or failed when ``FKS_REQUIRE_SERVICES=1`` (CI sets it, so a
    missing service can never turn the suite silently green). See :func:`unavailable`.
 
 Environment variables:
 
 - ``FKS_TEST_POSTGRES_URL``: external PostgreSQL server to use.
+- ``REDIS_URL``: external Redis server and database to use. The tests own that database: they
+  flush it before each test that uses it, so never point it at a database holding real data.
 - ``FKS_REQUIRE_SERVICES=1``: a missing service fails the test instead of skipping it.
 - ``FKS_TEST_NO_LOCAL_SERVICES=1``: never start local servers from binaries (to check the
   skip/fail path, or where starting processes is unwanted).
@@ -33,9 +37,11 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+import redis
 import sqlalchemy as sa
 
 POSTGRES_URL_ENV = "FKS_TEST_POSTGRES_URL"
+REDIS_URL_ENV = "REDIS_URL"
 REQUIRE_ENV = "FKS_REQUIRE_SERVICES"
 NO_LOCAL_ENV = "FKS_TEST_NO_LOCAL_SERVICES"
 
@@ -260,3 +266,150 @@ def find_postgres() -> PostgresServer:
         except ServiceUnavailable as exc:
             reasons.append(f"local server: {exc}")
     raise ServiceUnavailable("PostgreSQL unavailable: " + "; ".join(reasons))
+
+
+def check_redis(url: str) -> None:
+    """PING ``url`` once, raising :class:`ServiceUnavailable` with the client's reason."""
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    except ValueError as exc:
+        raise ServiceUnavailable(f"not a Redis URL: {exc}") from exc
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise ServiceUnavailable(f"cannot connect: {exc}") from exc
+    finally:
+        client.close()
+
+
+@dataclass
+class LocalRedis:
+    """A throwaway ``redis-server`` on a loopback port, without persistence."""
+
+    root: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "redis.log"
+
+    @classmethod
+    def start(cls, port: int | None = None) -> LocalRedis:
+        """Start a server, on ``port`` if given.
+
+        Raises:
+            ServiceUnavailable: There is no ``redis-server`` or it did not start.
+        """
+        if shutil.which("redis-server") is None:
+            raise ServiceUnavailable("no redis-server on PATH")
+        server = cls(root=Path(tempfile.mkdtemp(prefix="fks-redis-")), port=port or _free_port())
+        try:
+            server.launch()
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    def launch(self) -> None:
+        """Start the server process (again, after :meth:`stop_process`) on the same port."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.root),
+                "--logfile",
+                str(self.log_file),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while True:
+            if self.process.poll() is not None:
+                raise ServiceUnavailable(
+                    f"local redis-server exited with {self.process.returncode}: {self._log_tail()}"
+                )
+            try:
+                check_redis(self.url)
+                return
+            except ServiceUnavailable as exc:
+                if time.monotonic() > deadline:
+                    raise ServiceUnavailable(
+                        f"local redis-server did not answer within {_START_TIMEOUT_S:.0f}s: "
+                        f"{exc}; log: {self._log_tail()}"
+                    ) from exc
+            time.sleep(0.05)
+
+    def _log_tail(self) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")[-2000:]
+        except OSError:
+            return "(no log)"
+
+    def stop_process(self) -> None:
+        """Stop the server process, keeping its directory so that it can be launched again."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=_START_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def stop(self) -> None:
+        """Stop the server and delete its files."""
+        self.stop_process()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclass
+class RedisServer:
+    """A reachable Redis server and database; ``local`` is set when this session started it."""
+
+    url: str
+    local: LocalRedis | None = None
+
+    def stop(self) -> None:
+        if self.local is not None:
+            self.local.stop()
+
+
+def find_redis() -> RedisServer:
+    """The external server from ``REDIS_URL`` if reachable, else a local one.
+
+    Raises:
+        ServiceUnavailable: Neither works; the message gives every reason.
+    """
+    reasons: list[str] = []
+    external = os.environ.get(REDIS_URL_ENV)
+    if external:
+        try:
+            check_redis(external)
+            return RedisServer(url=external)
+        except ServiceUnavailable as exc:
+            reasons.append(f"{REDIS_URL_ENV}={external}: {exc}")
+    else:
+        reasons.append(f"{REDIS_URL_ENV} is not set")
+    if os.environ.get(NO_LOCAL_ENV) == "1":
+        reasons.append(f"local server disabled by {NO_LOCAL_ENV}=1")
+    else:
+        try:
+            local = LocalRedis.start()
+            return RedisServer(url=local.url, local=local)
+        except ServiceUnavailable as exc:
+            reasons.append(f"local server: {exc}")
+    raise ServiceUnavailable("Redis unavailable: " + "; ".join(reasons))

@@ -7,6 +7,7 @@ checked. Like the real API, the bar containing the server's ``now`` is returned 
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 
 import numpy as np
@@ -83,6 +84,16 @@ class FakeBinance(LocalHttpServer):
         self.failing_symbols: set[str] = set()
         self.used_weight = 0
 
+    @property
+    def used_weight(self) -> int:
+        """Weight used this minute, as the next answer's X-MBX-USED-WEIGHT-1M will count on."""
+        return self._used_weight
+
+    @used_weight.setter
+    def used_weight(self, value: int) -> None:
+        self._used_weight = value
+        self._weight_minute = int(time.time() // 60)
+
     def _handle(self, request: Request) -> Response:
         if self.scripted:
             return self.scripted.popleft()
@@ -128,6 +139,8 @@ class FakeBinance(LocalHttpServer):
             ]
             for k, o in enumerate(opens)
         ]
+        if int(time.time() // 60) != self._weight_minute:  # Binance counts weight per minute
+            self.used_weight = 0
         self.used_weight += 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
         return Response.json(rows, headers={"X-MBX-USED-WEIGHT-1M": str(self.used_weight)})
 

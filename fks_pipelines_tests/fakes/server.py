@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,10 +14,18 @@ from urllib.parse import parse_qsl, urlsplit
 
 @dataclass(frozen=True)
 class Request:
+    """A request as the server received it.
+
+    Attributes:
+        received_at: The server's ``time.monotonic()`` when the request arrived, so that pacing
+            can be checked where the provider would count it.
+    """
+
     method: str
     path: str
     query: dict[str, str]
     headers: dict[str, str]
+    received_at: float = 0.0
 
 
 @dataclass
@@ -41,16 +50,25 @@ Handler = Callable[[Request], Response]
 
 
 class LocalHttpServer:
-    """Serve ``handler`` on ``127.0.0.1:<free port>`` in a thread; use as a context manager."""
+    """Serve ``handler`` on ``127.0.0.1:<free port>`` in a thread; use as a context manager.
+
+    Attributes:
+        requests: Every request received, in arrival order.
+        latency_s: Extra delay before every answer (on top of a response's own ``delay_s``).
+    """
 
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
         self.requests: list[Request] = []
+        self.latency_s = 0.0
         self._lock = threading.Lock()
         outer = self
 
         class _RequestHandler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes; without TCP_NODELAY the body of a delayed
+            # answer on a kept-alive connection waits ~40 ms for the client's delayed ACK.
+            disable_nagle_algorithm = True
 
             def do_GET(self) -> None:
                 self._serve()
@@ -65,12 +83,13 @@ class LocalHttpServer:
                     path=parts.path,
                     query=dict(parse_qsl(parts.query)),
                     headers={k.lower(): v for k, v in self.headers.items()},
+                    received_at=time.monotonic(),
                 )
                 with outer._lock:
                     outer.requests.append(request)
                 response = outer.handler(request)
-                if response.delay_s:
-                    threading.Event().wait(response.delay_s)
+                if response.delay_s or outer.latency_s:
+                    threading.Event().wait(response.delay_s + outer.latency_s)
                 self.send_response(response.status)
                 for name, value in response.headers.items():
                     self.send_header(name, value)
@@ -83,7 +102,9 @@ class LocalHttpServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _RequestHandler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:
