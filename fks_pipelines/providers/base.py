@@ -7,6 +7,7 @@ of both operations is done here, and limiting, retries and the breaker in :mod:`
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from types import TracebackType
@@ -20,6 +21,8 @@ from fks_pipelines.providers.breaker import BreakerState
 from fks_pipelines.providers.cache import FRAMES, QUOTES, cache_key
 from fks_pipelines.providers.http import ProviderHttp, RequestStats
 from fks_pipelines.providers.ratelimit import ProviderLimits
+
+log = logging.getLogger(__name__)
 
 Clock = Callable[[], pd.Timestamp]
 
@@ -104,6 +107,7 @@ class ProviderClient(ABC):
             self.stats.cache_hits += 1
         else:
             self.stats.cache_misses += 1
+        log.debug("%s: cache %s", self.name, "hit" if hit else "miss")
 
     def close(self) -> None:
         self.http.close()

@@ -270,10 +270,11 @@ class ProviderHttp:
         limiter = self.runtime.limiter
         limiter.reserve(quota_cost)
         try:
-            self.stats.limiter_wait_s += limiter.acquire(weight)
+            waited = limiter.acquire(weight)
         except SlotTimeout:
             limiter.refund(quota_cost)
             raise
+        self.stats.limiter_wait_s += waited
         started = time.perf_counter()
         self.stats.requests += 1
         try:
@@ -290,11 +291,13 @@ class ProviderHttp:
             ) from None
         self.stats.bytes_received += len(response.content)
         log.debug(
-            "%s %s -> HTTP %s in %.0f ms",
+            "%s %s: upstream HTTP %s, %d bytes in %.0f ms after %.3f s in the limiter",
             self.provider,
             endpoint,
             response.status_code,
+            len(response.content),
             (time.perf_counter() - started) * 1000,
+            waited,
         )
         hold_off = self._pacing(response)
         if hold_off:
