@@ -32,6 +32,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -189,28 +190,9 @@ class LocalPostgres:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while True:
-            if self.process.poll() is not None:
-                raise ServiceUnavailable(
-                    f"local postgres exited with {self.process.returncode}: {self._log_tail()}"
-                )
-            try:
-                check_postgres(self.url)
-                return
-            except ServiceUnavailable as exc:
-                if time.monotonic() > deadline:
-                    raise ServiceUnavailable(
-                        f"local postgres did not accept connections within "
-                        f"{_START_TIMEOUT_S:.0f}s: {exc}; log: {self._log_tail()}"
-                    ) from exc
-            time.sleep(0.1)
-
-    def _log_tail(self) -> str:
-        try:
-            return self.log_file.read_text(errors="replace")[-2000:]
-        except OSError:
-            return "(no log)"
+        _wait_until_ready(
+            "local postgres", self.process, lambda: check_postgres(self.url), self.log_file
+        )
 
     def stop(self) -> None:
         """Stop the server (immediate mode: its data is thrown away) and delete its files."""
@@ -337,28 +319,9 @@ class LocalRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while True:
-            if self.process.poll() is not None:
-                raise ServiceUnavailable(
-                    f"local redis-server exited with {self.process.returncode}: {self._log_tail()}"
-                )
-            try:
-                check_redis(self.url)
-                return
-            except ServiceUnavailable as exc:
-                if time.monotonic() > deadline:
-                    raise ServiceUnavailable(
-                        f"local redis-server did not answer within {_START_TIMEOUT_S:.0f}s: "
-                        f"{exc}; log: {self._log_tail()}"
-                    ) from exc
-            time.sleep(0.05)
-
-    def _log_tail(self) -> str:
-        try:
-            return self.log_file.read_text(errors="replace")[-2000:]
-        except OSError:
-            return "(no log)"
+        _wait_until_ready(
+            "local redis-server", self.process, lambda: check_redis(self.url), self.log_file
+        )
 
     def stop_process(self) -> None:
         """Stop the server process, keeping its directory so that it can be launched again."""
@@ -413,3 +376,32 @@ def find_redis() -> RedisServer:
         except ServiceUnavailable as exc:
             reasons.append(f"local server: {exc}")
     raise ServiceUnavailable("Redis unavailable: " + "; ".join(reasons))
+
+
+def _wait_until_ready(
+    name: str, process: subprocess.Popen, check: Callable[[], None], log_file: Path
+) -> None:
+    """Poll ``check`` until it passes; raise with the server's log if it exits or times out."""
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            raise ServiceUnavailable(
+                f"{name} exited with {process.returncode}: {_log_tail(log_file)}"
+            )
+        try:
+            check()
+            return
+        except ServiceUnavailable as exc:
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable(
+                    f"{name} did not answer within {_START_TIMEOUT_S:.0f}s: {exc}; "
+                    f"log: {_log_tail(log_file)}"
+                ) from exc
+        time.sleep(0.05)
+
+
+def _log_tail(log_file: Path) -> str:
+    try:
+        return log_file.read_text(errors="replace")[-2000:]
+    except OSError:
+        return "(no log)"

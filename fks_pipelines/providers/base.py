@@ -15,6 +15,7 @@ from typing import ClassVar
 
 import pandas as pd
 
+from fks_pipelines.market.frame import drop_open_bars, empty_frame
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.quote import Quote
 from fks_pipelines.providers.breaker import BreakerState
@@ -101,6 +102,20 @@ class ProviderClient(ABC):
     @abstractmethod
     def _latest_price(self, symbol: str) -> Quote:
         """Fetch upstream (no cache): the latest price."""
+
+    def closed_bars(
+        self,
+        pages: list[pd.DataFrame],
+        interval: Interval,
+        start: pd.Timestamp,
+        end: pd.Timestamp,
+    ) -> pd.DataFrame:
+        """Pages joined and clipped to ``[start, end)``, without the bar still open now."""
+        if not pages:
+            return empty_frame()
+        frame = pd.concat(pages, ignore_index=True) if len(pages) > 1 else pages[0]
+        in_window = (frame["ts"] >= start) & (frame["ts"] < end)
+        return drop_open_bars(frame.loc[in_window], interval.seconds, self.clock())
 
     def _count(self, hit: bool) -> None:
         if hit:

@@ -229,11 +229,7 @@ class BinanceClient(ProviderClient):
             if following <= cursor:
                 raise BadPayload(PROVIDER, "klines: pagination did not advance")
             cursor = following
-        if not pages:
-            return empty_frame()
-        frame = pd.concat(pages, ignore_index=True) if len(pages) > 1 else pages[0]
-        in_window = (frame["ts"] >= start) & (frame["ts"] < end)
-        return drop_open_bars(frame.loc[in_window], interval.seconds, self.clock())
+        return self.closed_bars(pages, interval, start, end)
 
     def _latest_price(self, symbol: str) -> Quote:
         payload = self.http.get_json("ticker_price", TICKER_PRICE_PATH, {"symbol": symbol})
