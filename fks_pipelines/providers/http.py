@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote, quote_plus
 
 import httpx
@@ -40,6 +40,9 @@ ErrorMapper = Callable[[httpx.Response, Any], ProviderError]
 """Turns an error answer (status >= 400) and its decoded body (``None`` if not JSON) into an
 error."""
 
+
+BodyCheck = Callable[[Any], ProviderError | None]
+"""Finds an error reported inside a successful (2xx) answer's decoded body, if any."""
 
 Pacing = Callable[[httpx.Response], float | None]
 """Reads a provider's pacing headers; returns seconds every process should hold off, if any."""
@@ -156,6 +159,9 @@ class ProviderHttp:
             (Alpha Vantage ``apikey``, EODHD ``api_token``). Added when a request is sent, so
             they reach neither cache keys nor logs nor errors.
         pacing: Reads the provider's pacing headers (default: ``X-RateLimit-Remaining``).
+        check_body: Finds errors a provider reports with HTTP 200 (Alpha Vantage ``Note``,
+            CoinMarketCap ``status.error_code``); they are retried and counted like the same
+            error with its own status code.
         transport: An httpx transport, for tests that replace the network.
         sleep: How to wait between attempts (tests pass a recorder).
     """
@@ -170,6 +176,7 @@ class ProviderHttp:
         headers: Mapping[str, str] | None = None,
         auth_params: Mapping[str, str] | None = None,
         pacing: Pacing = remaining_requests_pacing,
+        check_body: BodyCheck | None = None,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -182,6 +189,7 @@ class ProviderHttp:
             if secret:
                 _REDACT.add(secret)
         self._pacing = pacing
+        self._check_body = check_body
         self._sleep = sleep
         self._client = httpx.Client(
             base_url=base_url,
@@ -304,17 +312,22 @@ class ProviderHttp:
             limiter.pause(hold_off)
         body = decode_json(response)
         if response.status_code >= 400:
-            self.stats.errors += 1
-            error = self._map_error(response, body)
-            if isinstance(error, RateLimited) and error.retry_after:
-                limiter.pause(error.retry_after)
-            raise error
+            self._fail(self._map_error(response, body))
         if body is None:
-            self.stats.errors += 1
-            raise BadPayload(
-                self.provider, f"{endpoint}: answer is not JSON", status=response.status_code
+            self._fail(
+                BadPayload(
+                    self.provider, f"{endpoint}: answer is not JSON", status=response.status_code
+                )
             )
+        if self._check_body is not None and (error := self._check_body(body)) is not None:
+            self._fail(error)
         return body
+
+    def _fail(self, error: ProviderError) -> NoReturn:
+        self.stats.errors += 1
+        if isinstance(error, RateLimited) and error.retry_after:
+            self.runtime.limiter.pause(error.retry_after)
+        raise error
 
     def close(self) -> None:
         self._client.close()
