@@ -5,7 +5,16 @@ from __future__ import annotations
 import dagster as dg
 
 from fks_pipelines.defs.assets import build_ohlcv_assets
-from fks_pipelines.defs.resources import BinanceResource, WarehouseResource
+from fks_pipelines.defs.resources import (
+    AlphaVantageResource,
+    BinanceResource,
+    CoinGeckoResource,
+    CoinMarketCapResource,
+    EodhdResource,
+    PolygonResource,
+    WarehouseResource,
+)
+from fks_pipelines.providers import alpha_vantage, coingecko, coinmarketcap, eodhd, polygon
 from fks_pipelines.settings import Settings
 
 
@@ -29,17 +38,44 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         "breaker_failures": settings.breaker_failures,
         "breaker_reset_s": settings.breaker_reset_s,
     }
-    return dg.Definitions(
-        assets=build_ohlcv_assets(settings.universe),
-        resources={
-            "binance": BinanceResource(
-                base_url=settings.binance_base_url,
-                requests_per_s=settings.binance_rps,
-                **runtime,
-            ),
-            "warehouse": WarehouseResource(url=warehouse_url),
-        },
-    )
+    resources: dict[str, object] = {
+        "binance": BinanceResource(
+            base_url=settings.binance_base_url, requests_per_s=settings.binance_rps, **runtime
+        ),
+        "polygon": PolygonResource(
+            api_key=dg.EnvVar(polygon.KEY_VARIABLE),
+            base_url=settings.polygon_base_url,
+            requests_per_s=settings.polygon_rps,
+            **runtime,
+        ),
+        "coingecko": CoinGeckoResource(
+            api_key=dg.EnvVar(coingecko.KEY_VARIABLE) if settings.coingecko_api_key else None,
+            plan=settings.coingecko_plan,
+            base_url=settings.coingecko_base_url,
+            requests_per_s=settings.coingecko_rps,
+            **runtime,
+        ),
+        "coinmarketcap": CoinMarketCapResource(
+            api_key=dg.EnvVar(coinmarketcap.KEY_VARIABLE),
+            base_url=settings.coinmarketcap_base_url,
+            requests_per_s=settings.coinmarketcap_rps,
+            **runtime,
+        ),
+        "alpha_vantage": AlphaVantageResource(
+            api_key=dg.EnvVar(alpha_vantage.KEY_VARIABLE),
+            base_url=settings.alpha_vantage_base_url,
+            requests_per_s=settings.alpha_vantage_rps,
+            **runtime,
+        ),
+        "eodhd": EodhdResource(
+            api_key=dg.EnvVar(eodhd.KEY_VARIABLE),
+            base_url=settings.eodhd_base_url,
+            requests_per_s=settings.eodhd_rps,
+            **runtime,
+        ),
+        "warehouse": WarehouseResource(url=warehouse_url),
+    }
+    return dg.Definitions(assets=build_ohlcv_assets(settings.universe), resources=resources)
 
 
 defs = build_definitions(Settings())

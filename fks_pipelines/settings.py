@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fks_pipelines.market.universe import DEFAULT_UNIVERSE_FILE, Universe, load_universe
@@ -43,6 +44,31 @@ class Settings(BaseSettings):
         validation_alias="FKS_BINANCE_BASE_URL",
         description="Binance USD-M futures REST base URL.",
     )
+    polygon_base_url: str = Field(
+        default="https://api.polygon.io", validation_alias="FKS_POLYGON_BASE_URL"
+    )
+    coingecko_base_url: str | None = Field(
+        default=None,
+        validation_alias="FKS_COINGECKO_BASE_URL",
+        description="Default: the demo/public host, or the pro host with FKS_COINGECKO_PLAN=pro.",
+    )
+    coingecko_plan: Literal["demo", "pro"] = Field(
+        default="demo", validation_alias="FKS_COINGECKO_PLAN"
+    )
+    coingecko_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias="COINGECKO_API_KEY",
+        description="Optional; only whether it is set is used here (resources bind it by EnvVar).",
+    )
+    coinmarketcap_base_url: str = Field(
+        default="https://pro-api.coinmarketcap.com", validation_alias="FKS_COINMARKETCAP_BASE_URL"
+    )
+    alpha_vantage_base_url: str = Field(
+        default="https://www.alphavantage.co", validation_alias="FKS_ALPHA_VANTAGE_BASE_URL"
+    )
+    eodhd_base_url: str = Field(
+        default="https://eodhd.com/api", validation_alias="FKS_EODHD_BASE_URL"
+    )
     http_connect_timeout_s: float = Field(
         default=5.0, gt=0, validation_alias="FKS_HTTP_CONNECT_TIMEOUT_S"
     )
@@ -63,15 +89,19 @@ class Settings(BaseSettings):
     cache_ttl_price_s: float = Field(default=2.0, gt=0, validation_alias="FKS_CACHE_TTL_PRICE_S")
     breaker_failures: int = Field(default=5, ge=1, validation_alias="FKS_BREAKER_FAILURES")
     breaker_reset_s: float = Field(default=30.0, gt=0, validation_alias="FKS_BREAKER_RESET_S")
-    # Requests per second per provider; defaults are each provider's free or documented tier
-    # (providers.md): Binance 10/s (seed), Polygon Basic 5/min, CoinGecko demo ~30/min,
-    # CoinMarketCap Basic 30/min, Alpha Vantage 5/min, EODHD 1000/min.
-    binance_rps: float = Field(default=10.0, gt=0, validation_alias="FKS_BINANCE_RPS")
-    polygon_rps: float = Field(default=5 / 60, gt=0, validation_alias="FKS_POLYGON_RPS")
-    coingecko_rps: float = Field(default=0.5, gt=0, validation_alias="FKS_COINGECKO_RPS")
-    coinmarketcap_rps: float = Field(default=0.5, gt=0, validation_alias="FKS_COINMARKETCAP_RPS")
-    alpha_vantage_rps: float = Field(default=5 / 60, gt=0, validation_alias="FKS_ALPHA_VANTAGE_RPS")
-    eodhd_rps: float = Field(default=1000 / 60, gt=0, validation_alias="FKS_EODHD_RPS")
+    # Requests per second per provider. Unset: the provider's own documented or free-tier
+    # windows (its client's LIMITS): Binance 10/s and 2400 weight/min, Polygon 5/min, CoinGecko
+    # 30/min (5/min keyless), CoinMarketCap 30/min, Alpha Vantage 5/min, EODHD 1000/min.
+    binance_rps: float | None = Field(default=None, gt=0, validation_alias="FKS_BINANCE_RPS")
+    polygon_rps: float | None = Field(default=None, gt=0, validation_alias="FKS_POLYGON_RPS")
+    coingecko_rps: float | None = Field(default=None, gt=0, validation_alias="FKS_COINGECKO_RPS")
+    coinmarketcap_rps: float | None = Field(
+        default=None, gt=0, validation_alias="FKS_COINMARKETCAP_RPS"
+    )
+    alpha_vantage_rps: float | None = Field(
+        default=None, gt=0, validation_alias="FKS_ALPHA_VANTAGE_RPS"
+    )
+    eodhd_rps: float | None = Field(default=None, gt=0, validation_alias="FKS_EODHD_RPS")
 
     @property
     def resolved_warehouse_url(self) -> str:

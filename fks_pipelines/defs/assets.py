@@ -12,7 +12,7 @@ from fks_pipelines.warehouse.store import Scope
 GROUP = "market_data"
 
 # Providers whose resources are wired so far; the universe may list more for later.
-WIRED_PROVIDERS = ("binance",)
+WIRED_PROVIDERS = ("binance", "polygon", "coingecko", "coinmarketcap", "alpha_vantage", "eodhd")
 
 
 def ohlcv_asset_key(provider: str, interval: str) -> dg.AssetKey:

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import dagster as dg
 from pydantic import Field
 
+from fks_pipelines.providers import alpha_vantage, coingecko, coinmarketcap, eodhd, polygon
+from fks_pipelines.providers.alpha_vantage import AlphaVantageClient
 from fks_pipelines.providers.base import ProviderClient
 from fks_pipelines.providers.binance import DEFAULT_BASE_URL, BinanceClient
 from fks_pipelines.providers.cache import TtlPolicy
+from fks_pipelines.providers.coingecko import CoinGeckoClient
+from fks_pipelines.providers.coinmarketcap import CoinMarketCapClient
+from fks_pipelines.providers.eodhd import EodhdClient
 from fks_pipelines.providers.http import Timeouts
-from fks_pipelines.providers.ratelimit import Window
+from fks_pipelines.providers.polygon import PolygonClient
+from fks_pipelines.providers.ratelimit import ProviderLimits, Window
 from fks_pipelines.providers.runtime import ProviderRuntime, RuntimeConfig, get_runtime
 from fks_pipelines.warehouse.store import Warehouse
 
@@ -55,8 +62,10 @@ class ProviderResource(dg.ConfigurableResource):
             breaker_reset_s=self.breaker_reset_s,
         )
 
-    def runtime(self, client_class: type[ProviderClient]) -> ProviderRuntime:
-        limits = client_class.LIMITS
+    def runtime(
+        self, client_class: type[ProviderClient], limits: ProviderLimits | None = None
+    ) -> ProviderRuntime:
+        limits = limits or client_class.LIMITS
         if self.requests_per_s is not None:
             limits = replace(limits, requests=(Window.per_second(self.requests_per_s),))
         return get_runtime(client_class.name, limits, self.runtime_config())
@@ -72,6 +81,69 @@ class BinanceResource(ProviderResource):
 
     def get_client(self) -> BinanceClient:
         return BinanceClient(self.base_url, runtime=self.runtime(BinanceClient))
+
+
+class KeyedProviderResource(ProviderResource):
+    """A provider that needs an API key, bound from its environment variable with ``EnvVar``:
+    an unset variable fails only the runs that use this provider, naming the variable."""
+
+    client_class: ClassVar[type[ProviderClient]]
+    api_key: str = Field(description="API key (bound from the provider's environment variable).")
+    base_url: str = Field(description="REST base URL.")
+
+    def get_client(self) -> ProviderClient:
+        client_class: Any = self.client_class
+        return client_class(self.api_key, self.base_url, runtime=self.runtime(self.client_class))
+
+
+class PolygonResource(KeyedProviderResource):
+    """Polygon.io stocks and crypto aggregates (POLYGON_API_KEY, sent as a header)."""
+
+    client_class = PolygonClient
+    base_url: str = Field(default=polygon.DEFAULT_BASE_URL, description="REST base URL.")
+
+
+class EodhdResource(KeyedProviderResource):
+    """EODHD end-of-day and intraday bars (EODHD_API_KEY, sent as the api_token parameter)."""
+
+    client_class = EodhdClient
+    base_url: str = Field(default=eodhd.DEFAULT_BASE_URL, description="REST base URL.")
+
+
+class CoinMarketCapResource(KeyedProviderResource):
+    """CoinMarketCap OHLCV and quotes by CMC id (COINMARKETCAP_API_KEY, sent as a header)."""
+
+    client_class = CoinMarketCapClient
+    base_url: str = Field(default=coinmarketcap.DEFAULT_BASE_URL, description="REST base URL.")
+
+
+class AlphaVantageResource(KeyedProviderResource):
+    """Alpha Vantage daily and intraday series (ALPHA_VANTAGE_API_KEY, sent as the apikey
+    parameter: the provider accepts no header)."""
+
+    client_class = AlphaVantageClient
+    base_url: str = Field(default=alpha_vantage.DEFAULT_BASE_URL, description="Base URL.")
+
+
+class CoinGeckoResource(ProviderResource):
+    """CoinGecko daily bars formed from hourly samples; COINGECKO_API_KEY is optional (demo or
+    pro plan; without a key the public API and its lower limit)."""
+
+    api_key: str | None = Field(default=None, description="Demo or pro key, if any.")
+    plan: Literal["demo", "pro"] = Field(default="demo", description="Which key and host.")
+    base_url: str | None = Field(default=None, description="REST base URL; default by plan.")
+
+    def get_client(self) -> CoinGeckoClient:
+        base_url = self.base_url or (
+            coingecko.PRO_BASE_URL if self.plan == "pro" else coingecko.DEFAULT_BASE_URL
+        )
+        limits = CoinGeckoClient.LIMITS if self.api_key else CoinGeckoClient.KEYLESS_LIMITS
+        return CoinGeckoClient(
+            self.api_key,
+            base_url,
+            plan=self.plan,
+            runtime=self.runtime(CoinGeckoClient, limits),
+        )
 
 
 class WarehouseResource(dg.ConfigurableResource):

@@ -286,7 +286,10 @@ class ProviderHttp:
         started = time.perf_counter()
         self.stats.requests += 1
         try:
-            response = self._client.get(path, params={**(params or {}), **self._auth_params})
+            # None when empty: httpx drops a path's own query string (a next_url cursor) as
+            # soon as params is passed, even an empty one.
+            query = {**(params or {}), **self._auth_params} or None
+            response = self._client.get(path, params=query)
         except httpx.TimeoutException as exc:
             self.stats.errors += 1
             raise Unavailable(

@@ -99,8 +99,8 @@ def test_loads_a_valid_file(tmp_path: Path) -> None:
 
 def test_unknown_provider_or_symbol_lookup_raises() -> None:
     universe = load_universe()
-    with pytest.raises(UniverseError, match="polygon"):
-        universe.provider("polygon")
+    with pytest.raises(UniverseError, match="tiingo"):
+        universe.provider("tiingo")
     with pytest.raises(UniverseError, match="DOGEUSDT"):
         universe.canonical("binance", "DOGEUSDT")
 
