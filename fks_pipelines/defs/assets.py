@@ -1,6 +1,7 @@
 """OHLCV assets: one per provider and interval, partitioned by UTC date x symbol."""
 
 import dagster as dg
+import pandas as pd
 
 from fks_pipelines.defs.partitions import DaySymbol, ohlcv_partitions
 from fks_pipelines.defs.resources import ProviderResource, WarehouseResource
@@ -23,6 +24,9 @@ def build_ohlcv_asset(provider: str, interval: str, universe: Universe) -> dg.As
     """The ``ohlcv/<provider>/<interval>`` asset: fetch one UTC day of one symbol, store it."""
     spec = universe.provider(provider)
     bar = Interval.parse(interval)
+    # Pages of a provider are counted from the first partition, so that a backfill from there
+    # needs the fewest requests its paging allows.
+    anchor = pd.Timestamp(spec.start_date, tz="UTC")
 
     @dg.asset(
         key=ohlcv_asset_key(provider, interval),
@@ -42,7 +46,8 @@ def build_ohlcv_asset(provider: str, interval: str, universe: Universe) -> dg.As
         source: ProviderResource = getattr(context.resources, provider)
         warehouse: WarehouseResource = context.resources.warehouse
         with source.get_client() as client:
-            frame = validate(client.fetch_ohlcv(part.symbol, bar, part.start, part.end))
+            window = client.fetch_ohlcv(part.symbol, bar, part.start, part.end, anchor=anchor)
+            frame = validate(window)
             work = client.metadata()
         scope = Scope(provider, interval, (part.symbol,), part.start, part.end)
         written = warehouse.get_warehouse().write_ohlcv(frame, scope)

@@ -196,6 +196,9 @@ class BinanceClient(ProviderClient):
             clock=clock,
         )
 
+    def page_span(self, interval: Interval) -> pd.Timedelta:
+        return MAX_KLINES_PER_PAGE * interval.offset
+
     def _fetch_ohlcv(
         self, symbol: str, interval: Interval, start: pd.Timestamp, end: pd.Timestamp
     ) -> pd.DataFrame:

@@ -340,6 +340,9 @@ class CoinGeckoClient(ProviderClient):
             clock=clock,
         )
 
+    def page_span(self, interval: Interval) -> pd.Timedelta:
+        return MAX_DAYS_PER_REQUEST * interval.offset
+
     def _fetch_ohlcv(
         self, symbol: str, interval: Interval, start: pd.Timestamp, end: pd.Timestamp
     ) -> pd.DataFrame:

@@ -323,6 +323,9 @@ class CoinMarketCapClient(ProviderClient):
             clock=clock,
         )
 
+    def page_span(self, interval: Interval) -> pd.Timedelta:
+        return MAX_COUNT * interval.offset
+
     def _fetch_ohlcv(
         self, symbol: str, interval: Interval, start: pd.Timestamp, end: pd.Timestamp
     ) -> pd.DataFrame:

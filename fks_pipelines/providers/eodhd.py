@@ -87,6 +87,7 @@ INTRADAY_CALLS = 5
 REAL_TIME_CALLS = 1
 
 DAILY = "1d"
+EOD_PAGE_DAYS = 36_500
 MAX_SPAN_DAYS = {"1m": 120, "5m": 600, "1h": 7200}
 """Longest ``to - from`` one intraday request may span, per interval."""
 SUPPORTED_INTERVALS = (*MAX_SPAN_DAYS, DAILY)
@@ -390,6 +391,12 @@ class EodhdClient(ProviderClient):
             ),
             clock=clock,
         )
+
+    def page_span(self, interval: Interval) -> pd.Timedelta:
+        """Intraday: the longest span one request may cover; daily: any range is one request,
+        so a century stands for "everything"."""
+        days = MAX_SPAN_DAYS.get(interval.name, EOD_PAGE_DAYS)
+        return pd.Timedelta(days=days)
 
     def _fetch_ohlcv(
         self, symbol: str, interval: Interval, start: pd.Timestamp, end: pd.Timestamp

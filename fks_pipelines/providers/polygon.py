@@ -370,6 +370,9 @@ class PolygonClient(ProviderClient):
             clock=clock,
         )
 
+    def page_span(self, interval: Interval) -> pd.Timedelta:
+        return bars_per_page(interval) * interval.offset
+
     def _fetch_ohlcv(
         self, symbol: str, interval: Interval, start: pd.Timestamp, end: pd.Timestamp
     ) -> pd.DataFrame:
