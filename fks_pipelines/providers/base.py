@@ -26,6 +26,8 @@ from fks_pipelines.providers.ratelimit import ProviderLimits
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], pd.Timestamp]
+MAX_PLANNED_PAGE = pd.Timedelta(days=366)
+"""Longest page a backfill plans: a year holds any year from its anchor in one page."""
 
 
 def utc_now() -> pd.Timestamp:
@@ -76,18 +78,25 @@ class ProviderClient(ABC):
     ) -> pd.DataFrame:
         """Closed bars of ``symbol`` whose open time lies in ``[start, end)``, canonical form.
 
-        With an ``anchor`` (assets pass their first partition), fetches are request-minimal:
-        the window is widened to whole pages of :meth:`page_span` counted from the anchor, and
-        each page is fetched and cached once, so the partitions of a backfill are served from
-        cached pages (a year of Binance 1h bars from its anchor: 6 requests, not 366). Without
-        one the window is fetched as asked, which suits a single ad-hoc window.
+        With an ``anchor`` (assets pass their first partition), backfills are request-minimal:
+        the window is covered by whole pages of :meth:`page_span` (at most a year) counted from
+        the anchor, each fetched and cached once, so the partitions of a backfill are served from
+        cached pages (a year of Binance 1h bars from its anchor: 6 requests, not 366). Only pages
+        that have closed are planned: the page still growing would be refetched whole by every
+        run (and charged whole where cost follows size, like CoinMarketCap credits), so its part
+        of the window is fetched as asked, as is any window without an anchor.
         """
         span = self.page_span(interval)
         if span is None or anchor is None:
             return self._cached_window(symbol, interval, start, end)
+        span = min(span, MAX_PLANNED_PAGE)
+        closed_until = self.clock().floor(interval.offset)
         page = anchor + ((start - anchor) // span) * span
         pages = []
         while page < end:
+            if page + span > closed_until:
+                pages.append(self._cached_window(symbol, interval, max(page, start), end))
+                break
             pages.append(self._cached_window(symbol, interval, page, page + span))
             page += span
         return self.closed_bars(pages, interval, start, end)

@@ -93,3 +93,19 @@ def test_daily_partitions_of_a_whole_range_provider_share_one_request(tmp_path: 
 
     assert len(bar_requests) == 1
     assert sum(len(frame) for frame in frames) == 23  # the fake trades every weekday of January
+
+
+def test_the_page_still_open_is_not_refetched_whole(server: FakeBinance, tmp_path: Path) -> None:
+    """The daily run of yesterday's partition asks for that day only, not its growing page."""
+    now = pd.Timestamp("2024-02-20T00:30:00Z")  # the first page runs until 2024-03-03 12:00
+    client = BinanceClient(server.url, runtime=runtime(FAST, cache_dir=tmp_path), clock=lambda: now)
+    yesterday = pd.Timestamp("2024-02-19", tz="UTC")
+
+    frame = client.fetch_ohlcv(
+        "BTCUSDT", HOUR, yesterday, yesterday + pd.Timedelta(days=1), anchor=ANCHOR
+    )
+
+    [request] = server.requests_to("/fapi/v1/klines")
+    assert request.query["limit"] == "24"
+    assert int(request.query["startTime"]) == yesterday.value // 1_000_000
+    assert len(frame) == 24
