@@ -91,10 +91,13 @@ def test_a_failed_fetch_fails_the_run_and_keeps_the_stored_rows(
     before = stored(warehouse_url)
     server.failing_symbols.add("BTCUSDT")
 
-    result = run(hourly, server, warehouse_url)
+    # A 500 is transient: the production asset would retry it after 60 s and more, so this run
+    # uses the same asset without a retry policy.
+    once = build_ohlcv_asset("binance", "1h", load_universe(), retry_policy=None)
+    result = run(once, server, warehouse_url)
 
     assert not result.success
-    failure = result.failure_data_for_node(hourly.node_def.name)
+    failure = result.failure_data_for_node(once.node_def.name)
     assert "binance: server error" in str(failure.error)
     pd.testing.assert_frame_equal(stored(warehouse_url), before)
 
@@ -124,3 +127,16 @@ def test_bars_that_break_the_schema_are_not_stored(
     assert not result.success
     assert "high_is_highest" in str(result.failure_data_for_node(hourly.node_def.name).error)
     assert Warehouse.from_url(warehouse_url).count_ohlcv() == 0
+
+
+def test_a_permanent_failure_is_not_retried(
+    server: FakeBinance, hourly: dg.AssetsDefinition, warehouse_url: str
+) -> None:
+    """The production asset, retry policy included: an unknown symbol fails at once."""
+    server.symbols.discard("BTCUSDT")
+
+    result = run(hourly, server, warehouse_url)
+
+    assert not result.success
+    assert len(server.requests_to("/fapi/v1/klines")) == 1
+    assert "unknown symbol" in str(result.failure_data_for_node(hourly.node_def.name).error)

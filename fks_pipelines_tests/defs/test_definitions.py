@@ -15,6 +15,7 @@ from fks_pipelines.settings import Settings
 from fks_pipelines_tests.fakes.binance import FakeBinance, expected_frame
 
 SNAPSHOT = Path(__file__).parent.parent / "snapshots" / "definitions.json"
+ROOT = Path(__file__).resolve().parents[2]
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 
 
@@ -29,6 +30,8 @@ def describe(defs: dg.Definitions) -> dict[str, object]:
             "kinds": sorted(spec.kinds),
             "tags": {k: v for k, v in sorted(spec.tags.items()) if not k.startswith("dagster/")},
             "partitions": str(spec.partitions_def),
+            "pool": repo.assets_defs_by_key[spec.key].op.pool,
+            "retry": repr(repo.assets_defs_by_key[spec.key].op.retry_policy),
             "has_description": bool(spec.description),
         }
     return {
@@ -108,3 +111,22 @@ def test_cli_materialises_one_partition_into_the_warehouse(tmp_path: Path) -> No
     expected = expected_frame("BTCUSDT", "1h", "2024-01-05", "2024-01-06")["close"]
     assert closes == pytest.approx(expected.round(2).tolist())
     assert len(server.requests_to("/fapi/v1/klines")) == 1
+
+
+def test_the_instance_config_limits_runs_and_provider_pools(tmp_path: Path) -> None:
+    (tmp_path / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    try:
+        concurrency = instance.get_concurrency_config()
+        assert concurrency.run_queue_config.max_concurrent_runs == 4
+        assert concurrency.pool_config.default_pool_limit == 2
+    finally:
+        instance.dispose()
+
+
+def test_every_ohlcv_asset_is_in_its_providers_pool_with_a_retry_policy() -> None:
+    repo = build_definitions(Settings()).get_repository_def()
+    for key, asset in repo.assets_defs_by_key.items():
+        provider = key.path[1]
+        assert asset.op.pool == provider
+        assert asset.op.retry_policy is not None and asset.op.retry_policy.max_retries == 3
