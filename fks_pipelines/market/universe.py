@@ -64,9 +64,15 @@ class Universe(BaseModel):
 
     instruments: dict[str, Instrument]
     providers: dict[str, ProviderUniverse]
+    priority: tuple[str, ...] = Field(
+        default=PROVIDER_IDS, description="Providers in failover order, most preferred first."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Universe:
+        unknown_priority = sorted(set(self.priority) - set(PROVIDER_IDS))
+        if unknown_priority:
+            raise ValueError(f"priority names unknown providers {unknown_priority}")
         for provider, spec in self.providers.items():
             if provider not in PROVIDER_IDS:
                 raise ValueError(f"unknown provider {provider!r}; known: {', '.join(PROVIDER_IDS)}")

@@ -165,3 +165,14 @@ def test_warehouse_url_overrides_the_default(
     monkeypatch.setenv("FKS_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("FKS_WAREHOUSE_URL", "postgresql://warehouse@db/fks")
     assert Settings().resolved_warehouse_url == "postgresql://warehouse@db/fks"
+
+
+def test_a_priority_naming_an_unknown_provider_is_refused(tmp_path: Path) -> None:
+    text = (
+        "instruments: {BTC-USD: {asset_class: crypto}}\n"
+        "priority: [binance, kraken]\n"
+        "providers:\n"
+        "  binance: {start_date: 2024-01-01, intervals: [1h], symbols: {BTCUSDT: BTC-USD}}\n"
+    )
+    with pytest.raises(UniverseError, match="kraken"):
+        load_universe(write(tmp_path, text))
