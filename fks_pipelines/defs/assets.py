@@ -22,10 +22,6 @@ TRANSIENT_RETRY = dg.RetryPolicy(
     max_retries=3, delay=60, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
 
-# Providers whose resources are wired so far; the universe may list more for later.
-WIRED_PROVIDERS = ("binance", "polygon", "coingecko", "coinmarketcap", "alpha_vantage", "eodhd")
-
-
 def ohlcv_asset_key(provider: str, interval: str) -> dg.AssetKey:
     return dg.AssetKey(["ohlcv", provider, interval])
 
@@ -108,12 +104,11 @@ def build_ohlcv_asset(
 
 
 def build_ohlcv_assets(universe: Universe) -> list[dg.AssetsDefinition]:
-    """Every wired provider's OHLCV assets, one per interval in the universe."""
+    """Every provider's OHLCV assets, one per interval the universe lists for it."""
     assets = [
         build_ohlcv_asset(provider, interval, universe)
-        for provider in WIRED_PROVIDERS
-        if provider in universe.providers
-        for interval in universe.providers[provider].intervals
+        for provider, spec in universe.providers.items()
+        for interval in spec.intervals
     ]
     # Code references (a link from each asset to its source in the UI) are a beta API; its
     # warnings would print on every load of the code location.
