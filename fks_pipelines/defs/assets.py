@@ -22,6 +22,7 @@ TRANSIENT_RETRY = dg.RetryPolicy(
     max_retries=3, delay=60, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
 
+
 def ohlcv_asset_key(provider: str, interval: str) -> dg.AssetKey:
     return dg.AssetKey(["ohlcv", provider, interval])
 
