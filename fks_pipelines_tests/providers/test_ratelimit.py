@@ -238,8 +238,9 @@ def clear_of_a_minute_boundary() -> None:
 def test_used_weight_near_the_ceiling_pauses_until_the_next_minute(
     server: FakeBinance, redis_url: str, redis_client: redis.Redis
 ) -> None:
-    server.used_weight = 2200  # the next answer says 2201 of 2400 used (over 90 %)
     clear_of_a_minute_boundary()
+    # After the wait: the fake, like Binance, starts each minute's weight at zero.
+    server.used_weight = 2200  # the next answer says 2201 of 2400 used (over 90 %)
     before = time.time()
     with BinanceClient(server.url, runtime=runtime(redis_url=redis_url)) as client:
         client.fetch_ohlcv("BTCUSDT", HOUR, *day())
