@@ -80,8 +80,7 @@ DEFAULT_BASE_URL = "https://eodhd.com/api"
 KEY_VARIABLE = "EODHD_API_KEY"
 
 REQUESTS_PER_MINUTE = 1000
-DAILY_CALLS = 100_000  # every paid plan
-FREE_TIER_DAILY_CALLS = 20  # the free plan; use Quota("calls", FREE_TIER_DAILY_CALLS, "day")
+DAILY_CALLS = 100_000  # every paid plan (the free plan allows 20)
 EOD_CALLS = 1
 INTRADAY_CALLS = 5
 REAL_TIME_CALLS = 1

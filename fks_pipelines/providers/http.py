@@ -83,9 +83,6 @@ class Timeouts:
         return httpx.Timeout(self.read, connect=self.connect)
 
 
-DEFAULT_TIMEOUTS = Timeouts()
-
-
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
     if not value:
