@@ -66,12 +66,13 @@ def postgres_url(_postgres_server: PostgresServer) -> Iterator[str]:
 
 @pytest.fixture
 def pg_warehouse_url(postgres_url: str) -> str:
-    """``postgres_url`` with the ``ohlcv`` table (if created yet) emptied."""
+    """``postgres_url`` with the warehouse tables (if created yet) emptied."""
     engine = sa.create_engine(postgres_url, poolclass=sa.NullPool)
     try:
         with engine.begin() as conn:
-            if conn.execute(sa.text("SELECT to_regclass('ohlcv')")).scalar() is not None:
-                conn.execute(sa.text("TRUNCATE ohlcv"))
+            for table in ("ohlcv", "ohlcv_consolidated"):
+                if conn.execute(sa.text(f"SELECT to_regclass('{table}')")).scalar() is not None:
+                    conn.execute(sa.text(f"TRUNCATE {table}"))
     finally:
         engine.dispose()
     return postgres_url

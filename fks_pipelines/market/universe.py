@@ -18,6 +18,8 @@ from fks_pipelines.market.intervals import Interval
 
 PROVIDER_IDS = ("binance", "polygon", "coingecko", "coinmarketcap", "alpha_vantage", "eodhd")
 
+AssetClass = Literal["crypto", "equity"]
+
 DEFAULT_UNIVERSE_FILE = Path(__file__).resolve().parent.parent / "universe.yaml"
 
 
@@ -28,7 +30,7 @@ class UniverseError(ValueError):
 class Instrument(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    asset_class: Literal["crypto", "equity"]
+    asset_class: AssetClass
     calendar: str | None = Field(
         default=None, description="exchange_calendars code; required for equities."
     )
@@ -59,6 +61,36 @@ class ProviderUniverse(BaseModel):
         return value
 
 
+class Tolerance(BaseModel):
+    """How far another provider's close may stray from the consolidated bar's close.
+
+    Deviations are ``|close - chosen close| / chosen close`` in basis points (1 bp = 0.01 %).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    warn_bps: float = Field(
+        gt=0, description="Bars deviating more are counted as beyond tolerance (stored, reported)."
+    )
+    error_bps: float = Field(
+        gt=0, description="Hard limit: a bar deviating more fails the agreement check."
+    )
+
+    @model_validator(mode="after")
+    def _error_above_warn(self) -> Tolerance:
+        if self.error_bps <= self.warn_bps:
+            raise ValueError(
+                f"error_bps ({self.error_bps}) must be above warn_bps ({self.warn_bps})"
+            )
+        return self
+
+
+DEFAULT_AGREEMENT: dict[AssetClass, Tolerance] = {
+    "crypto": Tolerance(warn_bps=50, error_bps=500),
+    "equity": Tolerance(warn_bps=25, error_bps=200),
+}
+
+
 class Universe(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -67,6 +99,16 @@ class Universe(BaseModel):
     priority: tuple[str, ...] = Field(
         default=PROVIDER_IDS, description="Providers in failover order, most preferred first."
     )
+    agreement: dict[AssetClass, Tolerance] = Field(
+        default_factory=lambda: dict(DEFAULT_AGREEMENT),
+        description="Cross-provider close tolerances per asset class; classes not named keep "
+        "their defaults.",
+    )
+
+    @field_validator("agreement", mode="after")
+    @classmethod
+    def _default_tolerances(cls, value: dict[AssetClass, Tolerance]) -> dict[AssetClass, Tolerance]:
+        return {**DEFAULT_AGREEMENT, **value}
 
     @model_validator(mode="after")
     def _consistent(self) -> Universe:
@@ -93,6 +135,35 @@ class Universe(BaseModel):
             return self.provider(provider).symbols[symbol]
         except KeyError:
             raise UniverseError(f"{provider}: symbol {symbol!r} is not in the universe") from None
+
+    def instrument(self, instrument: str) -> Instrument:
+        try:
+            return self.instruments[instrument]
+        except KeyError:
+            raise UniverseError(f"instrument {instrument!r} is not in the universe") from None
+
+    def tolerance(self, instrument: str) -> Tolerance:
+        """The cross-provider agreement tolerance of ``instrument``'s asset class."""
+        return self.agreement[self.instrument(instrument).asset_class]
+
+    def routes(self, instrument: str) -> list[tuple[str, str]]:
+        """``(provider, provider ticker)`` pairs listing ``instrument``, in ``priority`` order.
+
+        Providers left out of ``priority`` are left out here too, as the failover manager leaves
+        them out: ``priority`` is the one list of providers allowed to serve an instrument. A
+        provider with several tickers for the instrument gives them in file order.
+
+        Raises:
+            UniverseError: ``instrument`` is not declared.
+        """
+        self.instrument(instrument)
+        return [
+            (provider, symbol)
+            for provider in self.priority
+            if provider in self.providers
+            for symbol, canonical in self.providers[provider].symbols.items()
+            if canonical == instrument
+        ]
 
 
 def load_universe(path: Path | str | None = None) -> Universe:

@@ -17,12 +17,18 @@ PostgreSQL, two paths chosen per write (rows travel as a numpy-built binary COPY
 Either way a duplicate bar violates the primary key and the whole transaction rolls back.
 
 SQLite: the scope is deleted and the rows inserted with one ``executemany``.
+
+The consolidated series (``ohlcv_consolidated``, scoped by :class:`ConsolidatedScope`) holds
+tens of thousands of rows at most per write, so both databases simply delete the scope and insert
+the rows with one ``executemany``: on PostgreSQL a Core ``insert()`` with a list of parameter sets,
+which psycopg 3 sends pipelined (measured: 43k rows in about 1.5 s on a local server).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -32,9 +38,10 @@ import pandas as pd
 import sqlalchemy as sa
 import tenacity
 
+from fks_pipelines.market import consolidate
 from fks_pipelines.market.frame import COLUMNS, conform
 from fks_pipelines.warehouse import pgcopy
-from fks_pipelines.warehouse.tables import metadata, ohlcv
+from fks_pipelines.warehouse.tables import metadata, ohlcv, ohlcv_consolidated
 
 _SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's storage format for DateTime on SQLite
 _SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -69,6 +76,34 @@ class Scope:
             (frame["provider"] == self.provider)
             & (frame["interval"] == self.interval)
             & frame["symbol"].isin(self.symbols)
+            & (frame["ts"] >= self.start)
+            & (frame["ts"] < self.end)
+        )
+        return frame.loc[~inside.astype(bool)]
+
+
+@dataclass(frozen=True)
+class ConsolidatedScope:
+    """The consolidated rows a write replaces: one interval, some instruments, ``[start, end)``."""
+
+    interval: str
+    instruments: tuple[str, ...]
+    start: pd.Timestamp
+    end: pd.Timestamp
+
+    def __post_init__(self) -> None:
+        if not self.instruments:
+            raise ValueError("a scope needs at least one instrument")
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("scope bounds must be timezone-aware")
+        if self.start >= self.end:
+            raise ValueError(f"empty scope window [{self.start}, {self.end})")
+
+    def outside(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Rows of ``frame`` that this scope does not cover."""
+        inside = (
+            (frame["interval"] == self.interval)
+            & frame["instrument"].isin(self.instruments)
             & (frame["ts"] >= self.start)
             & (frame["ts"] < self.end)
         )
@@ -117,19 +152,48 @@ class Warehouse:
                 f"{len(stray)} rows fall outside the write scope, e.g. "
                 f"{stray.iloc[0][['provider', 'symbol', 'interval', 'ts']].to_dict()}"
             )
+        with self._write(f"writing {len(frame)} {scope.provider}/{scope.interval} rows") as conn:
+            if self.dialect == "postgresql":
+                _write_postgres(conn, frame, scope)
+            else:
+                _write_sqlite(conn, frame, scope)
+        return len(frame)
+
+    def write_consolidated(self, frame: pd.DataFrame, scope: ConsolidatedScope) -> int:
+        """Replace the consolidated rows in ``scope`` with ``frame``; returns the rows written.
+
+        Raises:
+            ValueError: ``frame`` lacks consolidated columns or has rows outside ``scope``.
+            WarehouseError: The database refused the write (e.g. a bar twice); nothing changed.
+        """
+        frame = consolidate.conform_consolidated(frame)
+        stray = scope.outside(frame)
+        if not stray.empty:
+            raise ValueError(
+                f"{len(stray)} rows fall outside the write scope, e.g. "
+                f"{stray.iloc[0][['instrument', 'interval', 'ts']].to_dict()}"
+            )
+        with self._write(f"writing {len(frame)} consolidated {scope.interval} rows") as conn:
+            conn.execute(
+                sa.delete(ohlcv_consolidated).where(
+                    *_consolidated_filter(
+                        scope.interval, scope.instruments, scope.start, scope.end, self.dialect
+                    )
+                )
+            )
+            if not frame.empty:
+                _insert_consolidated(conn, frame, self.dialect)
+        return len(frame)
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[sa.Connection]:
+        """One write transaction; a database error becomes :class:`WarehouseError`."""
         try:
             with self._writer.begin() as conn:
-                if self.dialect == "postgresql":
-                    _write_postgres(conn, frame, scope)
-                else:
-                    _write_sqlite(conn, frame, scope)
+                yield conn
         except (sa.exc.DBAPIError, self.engine.dialect.loaded_dbapi.Error) as exc:
             cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
-            raise WarehouseError(
-                f"writing {len(frame)} {scope.provider}/{scope.interval} rows failed, "
-                f"nothing was changed: {cause}"
-            ) from exc
-        return len(frame)
+            raise WarehouseError(f"{what} failed, nothing was changed: {cause}") from exc
 
     def read_ohlcv(
         self,
@@ -155,6 +219,25 @@ class Warehouse:
             rows = conn.execute(query).all()
         frame = pd.DataFrame(rows, columns=list(COLUMNS))
         return conform(frame)
+
+    def read_consolidated(
+        self,
+        interval: str,
+        instruments: Sequence[str],
+        start: pd.Timestamp,
+        end: pd.Timestamp,
+    ) -> pd.DataFrame:
+        """Stored consolidated bars of ``instruments`` opening in ``[start, end)``, sorted by
+        instrument and ``ts``, in the consolidated dtypes."""
+        columns = consolidate.COLUMNS
+        query = (
+            sa.select(*(ohlcv_consolidated.c[name] for name in columns))
+            .where(*_consolidated_filter(interval, instruments, start, end, self.dialect))
+            .order_by(ohlcv_consolidated.c.instrument, ohlcv_consolidated.c.ts)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return consolidate.conform_consolidated(pd.DataFrame(rows, columns=list(columns)))
 
     def count_ohlcv(self) -> int:
         with self.engine.connect() as conn:
@@ -312,3 +395,44 @@ def _write_sqlite(conn: sa.Connection, frame: pd.DataFrame, scope: Scope) -> Non
         " vwap, trades) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         list(zip(*columns, strict=True)),
     )
+
+
+def _consolidated_filter(
+    interval: str,
+    instruments: Sequence[str],
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    dialect: str,
+) -> list[sa.ColumnElement[bool]]:
+    table = ohlcv_consolidated
+    return [
+        table.c.interval == interval,
+        table.c.instrument.in_(list(instruments)),
+        table.c.ts >= _bind_ts(start, dialect),
+        table.c.ts < _bind_ts(end, dialect),
+    ]
+
+
+def _insert_consolidated(conn: sa.Connection, frame: pd.DataFrame, dialect: str) -> None:
+    """Insert a conformed consolidated frame, converted column by column (no per-row pandas)."""
+    columns = {
+        name: frame[name].astype(object).where(frame[name].notna(), None).tolist()
+        for name in consolidate.COLUMNS
+    }
+    # Replacing ts keeps its place in the dict, so the values stay in COLUMNS order.
+    if dialect == "sqlite":
+        columns["ts"] = frame["ts"].dt.strftime(_SQLITE_TS_FORMAT).tolist()
+        conn.exec_driver_sql(_SQLITE_INSERT_CONSOLIDATED, list(zip(*columns.values(), strict=True)))
+        return
+    columns["ts"] = list(frame["ts"].array.to_pydatetime())
+    # One executemany: SQLAlchemy hands the list to psycopg, which pipelines the inserts.
+    rows = [
+        dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)
+    ]
+    conn.execute(sa.insert(ohlcv_consolidated), rows)
+
+
+_SQLITE_INSERT_CONSOLIDATED = "INSERT INTO ohlcv_consolidated ({}) VALUES ({})".format(
+    ", ".join(f'"{name}"' for name in consolidate.COLUMNS),
+    ", ".join("?" for _ in consolidate.COLUMNS),
+)

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from fks_pipelines.market.universe import (
+    DEFAULT_AGREEMENT,
     DEFAULT_UNIVERSE_FILE,
     Instrument,
+    Tolerance,
     UniverseError,
     load_universe,
 )
@@ -176,3 +178,108 @@ def test_a_priority_naming_an_unknown_provider_is_refused(tmp_path: Path) -> Non
     )
     with pytest.raises(UniverseError, match="kraken"):
         load_universe(write(tmp_path, text))
+
+
+def test_default_tolerances_per_asset_class() -> None:
+    universe = load_universe()
+    assert universe.tolerance("BTC-USD") == Tolerance(warn_bps=50, error_bps=500)
+    assert universe.tolerance("SOL-USD") == Tolerance(warn_bps=50, error_bps=500)
+    assert universe.tolerance("SPY") == Tolerance(warn_bps=25, error_bps=200)
+    assert universe.tolerance("AAPL") == Tolerance(warn_bps=25, error_bps=200)
+
+
+def test_a_file_without_agreement_gets_the_defaults(tmp_path: Path) -> None:
+    universe = load_universe(write(tmp_path, VALID))
+    assert universe.agreement == DEFAULT_AGREEMENT
+    assert universe.tolerance("SPY").error_bps == 200
+
+
+def test_an_agreement_section_overrides_only_the_classes_it_names(tmp_path: Path) -> None:
+    universe = load_universe(
+        write(tmp_path, VALID + "agreement:\n  crypto: {warn_bps: 10, error_bps: 100.5}\n")
+    )
+    assert universe.tolerance("BTC-USD") == Tolerance(warn_bps=10, error_bps=100.5)
+    assert universe.tolerance("SPY") == DEFAULT_AGREEMENT["equity"]
+
+
+def test_tolerance_of_an_undeclared_instrument_raises() -> None:
+    with pytest.raises(UniverseError, match="DOGE-USD"):
+        load_universe().tolerance("DOGE-USD")
+
+
+@pytest.mark.parametrize(
+    ("section", "fragment"),
+    [
+        pytest.param("crypto: {warn_bps: 50, error_bps: 50}", "must be above warn_bps", id="equal"),
+        pytest.param("crypto: {warn_bps: 60, error_bps: 50}", "must be above warn_bps", id="below"),
+        pytest.param("crypto: {warn_bps: 0, error_bps: 50}", "warn_bps", id="zero-warn"),
+        pytest.param("equity: {warn_bps: -5, error_bps: 50}", "warn_bps", id="negative-warn"),
+        pytest.param("crypto: {warn_bps: 5}", "error_bps", id="missing-error"),
+        pytest.param("fx: {warn_bps: 5, error_bps: 50}", "fx", id="unknown-asset-class"),
+        pytest.param("crypto: {warn_bps: 5, error_bps: 50, info_bps: 1}", "info_bps", id="extra"),
+    ],
+)
+def test_invalid_agreement_sections_are_refused(
+    tmp_path: Path, section: str, fragment: str
+) -> None:
+    path = write(tmp_path, f"{VALID}agreement:\n  {section}\n")
+    with pytest.raises(UniverseError) as excinfo:
+        load_universe(path)
+    assert fragment in str(excinfo.value).replace(str(path), "")
+
+
+def test_routes_follow_the_priority_order() -> None:
+    universe = load_universe()
+    assert universe.routes("BTC-USD") == [
+        ("binance", "BTCUSDT"),
+        ("polygon", "X:BTCUSD"),
+        ("eodhd", "BTC-USD.CC"),
+        ("coinmarketcap", "1"),
+        ("coingecko", "bitcoin"),
+    ]
+    assert universe.routes("SPY") == [
+        ("polygon", "SPY"),
+        ("eodhd", "SPY.US"),
+        ("alpha_vantage", "SPY"),
+    ]
+
+
+ROUTED = """\
+instruments:
+  BTC-USD: {asset_class: crypto}
+  ETH-USD: {asset_class: crypto}
+priority: [coingecko, binance]
+providers:
+  binance:
+    start_date: 2024-01-01
+    intervals: [1h]
+    symbols: {BTCUSDT: BTC-USD, BTCUSDC: BTC-USD, ETHUSDT: ETH-USD}
+  coingecko:
+    start_date: 2024-01-01
+    intervals: [1d]
+    symbols: {bitcoin: BTC-USD}
+  polygon:
+    start_date: 2024-01-01
+    intervals: [1h]
+    symbols: {X:BTCUSD: BTC-USD}
+"""
+
+
+def test_routes_leave_out_providers_missing_from_the_priority(tmp_path: Path) -> None:
+    universe = load_universe(write(tmp_path, ROUTED))
+    assert universe.routes("BTC-USD") == [
+        ("coingecko", "bitcoin"),
+        ("binance", "BTCUSDT"),
+        ("binance", "BTCUSDC"),
+    ]
+    assert universe.routes("ETH-USD") == [("binance", "ETHUSDT")]
+
+
+def test_routes_of_a_declared_instrument_no_provider_lists_are_empty(tmp_path: Path) -> None:
+    universe = load_universe(write(tmp_path, VALID))
+    assert universe.routes("SPY") == []
+
+
+def test_routes_of_an_undeclared_instrument_raise() -> None:
+    with pytest.raises(UniverseError, match="DOGE-USD"):
+        load_universe().routes("DOGE-USD")

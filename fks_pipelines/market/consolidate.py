@@ -1,0 +1,137 @@
+"""The consolidated ("golden") series of one instrument, built from several providers' windows.
+
+Each bar open time present in any provider's window gets one row, taken from the most preferred
+provider that has it: a gap or a failed window of the primary is filled from the next provider.
+Every row says where it came from (``source``, ``source_symbol``), how many providers had the
+bar (``providers``) and how far the other providers' closes stray from the chosen one
+(``agreement_bps``), so that cross-provider agreement can be measured and stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from fks_pipelines.market.frame import TS_DTYPE, conform
+
+KEY_COLUMNS = ("instrument", "interval", "ts")
+BAR_COLUMNS = ("open", "high", "low", "close", "volume", "vwap", "trades")
+COLUMNS = (*KEY_COLUMNS, *BAR_COLUMNS, "source", "source_symbol", "providers", "agreement_bps")
+
+DTYPES: dict[str, object] = {
+    "instrument": "string",
+    "interval": "string",
+    "ts": TS_DTYPE,
+    "open": "float64",
+    "high": "float64",
+    "low": "float64",
+    "close": "float64",
+    "volume": "float64",
+    "vwap": "float64",
+    "trades": "Int64",
+    "source": "string",
+    "source_symbol": "string",
+    "providers": "int64",
+    "agreement_bps": "float64",  # NaN where only one provider has the bar
+}
+
+_BPS = 1e4
+
+
+def empty_consolidated() -> pd.DataFrame:
+    """A consolidated frame with no rows."""
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in DTYPES.items()})
+
+
+def conform_consolidated(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return ``frame`` with exactly the consolidated columns, order and dtypes."""
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"frame lacks consolidated columns {missing}")
+    out = frame.reindex(columns=list(COLUMNS))
+    out["ts"] = pd.to_datetime(out["ts"], utc=True).dt.as_unit("ns")
+    return out.astype({k: v for k, v in DTYPES.items() if k != "ts"})
+
+
+def consolidate(instrument: str, interval: str, windows: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """One bar per open time from provider windows of one instrument, most preferred first.
+
+    Args:
+        instrument: The canonical instrument the windows hold (e.g. ``BTC-USD``); the caller
+            pairs each provider ticker with it (see ``Universe.routes``).
+        interval: The bar length of every window, e.g. ``1h``.
+        windows: Canonical OHLCV frames in priority order, most preferred first. Each holds one
+            provider ticker's bars; an empty frame (a provider that served nothing) is skipped.
+
+    Returns:
+        A frame in :data:`DTYPES`, sorted by ``ts``: for each open time, the bar of the first
+        window that has it, with ``source``/``source_symbol`` naming that window, ``providers``
+        the number of windows having the bar and ``agreement_bps`` the largest
+        ``|close - chosen close| / chosen close * 1e4`` over the other windows (NaN when no
+        other window has the bar).
+
+    Raises:
+        ValueError: A window mixes providers or tickers, holds another interval or repeats a bar,
+            or two windows hold the same provider ticker.
+    """
+    parts = []
+    seen: set[tuple[str, str]] = set()
+    for rank, window in enumerate(windows):
+        if window.empty:
+            continue
+        frame = conform(window)
+        route = _single_route(frame, rank)
+        if route in seen:
+            raise ValueError(f"window {rank}: {route[0]}/{route[1]} is in an earlier window too")
+        seen.add(route)
+        if not (frame["interval"] == interval).all():
+            raise ValueError(
+                f"window {rank} ({route[0]}) holds bars of another interval than {interval!r}"
+            )
+        if frame["ts"].duplicated().any():
+            raise ValueError(f"window {rank} ({route[0]}) holds the same bar twice")
+        parts.append(frame.assign(_rank=rank))
+    if not parts:
+        return empty_consolidated()
+
+    stacked = pd.concat(parts, ignore_index=True).sort_values(
+        ["ts", "_rank"], kind="stable", ignore_index=True
+    )
+    # ts is sorted, so each open time is one contiguous run whose first row is the chosen bar.
+    first = ~stacked["ts"].duplicated().to_numpy()
+    starts = np.flatnonzero(first)
+    group = np.cumsum(first) - 1
+    close = stacked["close"].to_numpy(dtype="float64")
+    chosen_close = close[starts][group]
+    deviation = np.abs(close - chosen_close) / chosen_close * _BPS
+    # The chosen row's own deviation is 0, so the run's maximum is the others' maximum; fmax
+    # skips a NaN close rather than letting it hide the others.
+    largest = np.fmax.reduceat(deviation, starts)
+    counts = np.diff(np.append(starts, len(stacked)))
+
+    chosen = stacked.iloc[starts].reset_index(drop=True)
+    out = pd.DataFrame(
+        {
+            "instrument": instrument,
+            "interval": interval,
+            "ts": chosen["ts"],
+            **{name: chosen[name] for name in BAR_COLUMNS},
+            "source": chosen["provider"],
+            "source_symbol": chosen["symbol"],
+            "providers": counts,
+            "agreement_bps": np.where(counts > 1, largest, np.nan),
+        }
+    )
+    return conform_consolidated(out)
+
+
+def _single_route(frame: pd.DataFrame, rank: int) -> tuple[str, str]:
+    providers, symbols = frame["provider"].unique(), frame["symbol"].unique()
+    if len(providers) != 1 or len(symbols) != 1:
+        raise ValueError(
+            f"window {rank} mixes providers {list(providers)} or tickers {list(symbols)}; "
+            "pass one window per provider ticker"
+        )
+    return str(providers[0]), str(symbols[0])
