@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from fks_pipelines.defs.assets import build_ohlcv_assets
+from fks_pipelines.defs.assets import AssetPolicy, build_ohlcv_assets
+from fks_pipelines.defs.consolidated import build_consolidated_assets
 from fks_pipelines.defs.resources import (
     AlphaVantageResource,
     BinanceResource,
@@ -13,6 +14,11 @@ from fks_pipelines.defs.resources import (
     EodhdResource,
     PolygonResource,
     WarehouseResource,
+)
+from fks_pipelines.defs.schedules import (
+    build_catchup_sensor,
+    build_daily_schedule,
+    provider_targets,
 )
 from fks_pipelines.providers import alpha_vantage, coingecko, coinmarketcap, eodhd, polygon
 from fks_pipelines.settings import Settings
@@ -75,7 +81,33 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         ),
         "warehouse": WarehouseResource(url=warehouse_url),
     }
-    return dg.Definitions(assets=build_ohlcv_assets(settings.universe), resources=resources)
+    universe = settings.universe
+    policy = AssetPolicy(
+        partitions_per_run=settings.backfill_partitions_per_run, owners=settings.owners
+    )
+    provider_assets = build_ohlcv_assets(universe, policy)
+    consolidated = build_consolidated_assets(universe, policy, settings.catchup_lookback_days)
+    targets = provider_targets(universe, provider_assets, settings.backfill_partitions_per_run)
+    catchup = build_catchup_sensor(
+        targets,
+        lookback_days=settings.catchup_lookback_days,
+        max_attempts=settings.catchup_max_attempts,
+        interval_s=settings.catchup_interval_s,
+    )
+    consolidation = dg.AutomationConditionSensorDefinition(
+        "ohlcv_consolidation",
+        target=dg.AssetSelection.assets(*consolidated),
+        description=(
+            "Re-consolidates a day of an instrument once a provider stored new bars for it."
+        ),
+    )
+    return dg.Definitions(
+        assets=[*provider_assets, *consolidated],
+        jobs=[t.job for t in targets],
+        schedules=[build_daily_schedule(t) for t in targets],
+        sensors=[catchup, consolidation],
+        resources=resources,
+    )
 
 
 defs = build_definitions(Settings())

@@ -102,6 +102,35 @@ class Settings(BaseSettings):
         default=None, gt=0, validation_alias="FKS_ALPHA_VANTAGE_RPS"
     )
     eodhd_rps: float | None = Field(default=None, gt=0, validation_alias="FKS_EODHD_RPS")
+    backfill_partitions_per_run: int = Field(
+        default=100,
+        ge=1,
+        validation_alias="FKS_BACKFILL_PARTITIONS_PER_RUN",
+        description="Most partitions (days of one symbol) one backfill run covers.",
+    )
+    catchup_lookback_days: int = Field(
+        default=7,
+        ge=1,
+        validation_alias="FKS_CATCHUP_LOOKBACK_DAYS",
+        description="Finished UTC days the catch-up sensor inspects for missing or failed runs.",
+    )
+    catchup_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        validation_alias="FKS_CATCHUP_MAX_ATTEMPTS",
+        description="Launches per partition before the catch-up sensor leaves it to a person.",
+    )
+    catchup_interval_s: int = Field(
+        default=900,
+        ge=30,
+        validation_alias="FKS_CATCHUP_INTERVAL_S",
+        description="Seconds between evaluations of the catch-up sensor.",
+    )
+    asset_owners: str = Field(
+        default="",
+        validation_alias="FKS_ASSET_OWNERS",
+        description="Comma-separated owners shown on every asset (emails or team:<name>).",
+    )
 
     @property
     def resolved_warehouse_url(self) -> str:
@@ -113,6 +142,10 @@ class Settings(BaseSettings):
     @property
     def resolved_cache_dir(self) -> Path:
         return self.cache_dir or self.data_dir / "cache"
+
+    @property
+    def owners(self) -> tuple[str, ...]:
+        return tuple(o.strip() for o in self.asset_owners.split(",") if o.strip())
 
     @cached_property
     def universe(self) -> Universe:

@@ -1,13 +1,21 @@
-"""OHLCV assets: one per provider and interval, partitioned by UTC date x symbol."""
+"""OHLCV assets: one per provider and interval, partitioned by UTC date x symbol.
+
+A run covers one partition or a range of them (``BackfillPolicy``): the body cuts its
+partitions into blocks (see :func:`~fks_pipelines.defs.partitions.blocks`), fetches each symbol's
+days of a block as one window and writes each block once, then records figures per partition.
+"""
 
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import dagster as dg
 import pandas as pd
 from pandera.errors import SchemaErrors
 
-from fks_pipelines.defs.partitions import DaySymbol, ohlcv_partitions
-from fks_pipelines.defs.resources import ProviderResource, WarehouseResource
+from fks_pipelines.defs.partitions import Block, blocks, day_symbol_partitions, partition_key
+from fks_pipelines.defs.resources import ProviderResource
+from fks_pipelines.market.calendars import expected_bar_opens
 from fks_pipelines.market.frame import validate
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.universe import Universe
@@ -22,26 +30,48 @@ TRANSIENT_RETRY = dg.RetryPolicy(
     max_retries=3, delay=60, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
 
+# What a later attempt cannot mend. A malformed answer is not among them: a provider's
+# maintenance page arrives as one, and a retry after the policy's delay may well succeed.
+PERMANENT_FAILURES = (RequestRejected, QuotaExhausted, SchemaErrors)
+
+
+@dataclass(frozen=True)
+class AssetPolicy:
+    """What every OHLCV asset declares beyond its data: retries, backfill runs, owners."""
+
+    retry: dg.RetryPolicy | None = TRANSIENT_RETRY
+    # Measured here: ~234 ms of Dagster overhead per run against ~33 ms per partition inside a
+    # range run. A range run fetches each symbol's days as one window and writes them once.
+    partitions_per_run: int = 100
+    owners: tuple[str, ...] = ()
+
+    @property
+    def backfill(self) -> dg.BackfillPolicy:
+        return dg.BackfillPolicy.multi_run(max_partitions_per_run=self.partitions_per_run)
+
+
+DEFAULT_POLICY = AssetPolicy()
+
 
 def ohlcv_asset_key(provider: str, interval: str) -> dg.AssetKey:
     return dg.AssetKey(["ohlcv", provider, interval])
 
 
-# What a later attempt cannot mend. A malformed answer is not among them: a provider's
-# maintenance page arrives as one, and a retry after the policy's delay may well succeed.
-PERMANENT_FAILURES = (RequestRejected, QuotaExhausted, SchemaErrors)
+def asset_class_tag(universe: Universe, instruments: Sequence[str]) -> str:
+    classes = {universe.instruments[i].asset_class for i in instruments}
+    return classes.pop() if len(classes) == 1 else "mixed"
 
 
 def build_ohlcv_asset(
     provider: str,
     interval: str,
     universe: Universe,
-    retry_policy: dg.RetryPolicy | None = TRANSIENT_RETRY,
+    policy: AssetPolicy = DEFAULT_POLICY,
 ) -> dg.AssetsDefinition:
-    """The ``ohlcv/<provider>/<interval>`` asset: fetch one UTC day of one symbol, store it.
+    """The ``ohlcv/<provider>/<interval>`` asset: fetch UTC days of symbols, store them.
 
     Failures that a retry cannot mend (a rejected request or key, an exhausted quota, bars that
-    break the schema) fail the run without using ``retry_policy``; transient ones use it.
+    break the schema) fail the run without using the retry policy; transient ones use it.
     """
     spec = universe.provider(provider)
     bar = Interval.parse(interval)
@@ -51,66 +81,109 @@ def build_ohlcv_asset(
 
     @dg.asset(
         key=ohlcv_asset_key(provider, interval),
-        partitions_def=ohlcv_partitions(spec),
+        partitions_def=day_symbol_partitions(spec.start_date, list(spec.symbols)),
         group_name=GROUP,
         kinds={"python", "pandas"},
-        tags={"provider": provider, "interval": interval},
+        tags={
+            "provider": provider,
+            "interval": interval,
+            "asset_class": asset_class_tag(universe, list(spec.symbols.values())),
+        },
+        owners=list(policy.owners),
         required_resource_keys={provider, "warehouse"},
         # One pool per provider (limit in dagster.yaml): concurrent runs and backfills queue for
         # it instead of piling onto the provider; the shared rate limiter stays the hard limit.
         pool=provider,
-        retry_policy=retry_policy,
+        retry_policy=policy.retry,
+        backfill_policy=policy.backfill,
         description=(
             f"Closed {interval} OHLCV bars from {provider}, one partition per UTC day and "
             "symbol, stored in the warehouse table `ohlcv`. Re-materialising a partition "
-            "replaces exactly its rows."
+            "replaces exactly its rows; a backfill runs ranges of partitions, one fetch per "
+            "symbol and one write per run."
         ),
     )
     def _ohlcv(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        part = DaySymbol.from_key(context.partition_key)
         source: ProviderResource = getattr(context.resources, provider)
-        warehouse: WarehouseResource = context.resources.warehouse
+        warehouse = context.resources.warehouse.get_warehouse()
+        written = 0
         try:
             with source.get_client() as client:
-                window = client.fetch_ohlcv(part.symbol, bar, part.start, part.end, anchor=anchor)
-                frame = validate(window)
+                for block in blocks(context.partition_keys):
+                    windows = [
+                        client.fetch_ohlcv(symbol, bar, block.start, block.end, anchor=anchor)
+                        for symbol in block.symbols
+                    ]
+                    frame = validate(pd.concat(windows, ignore_index=True))
+                    scope = Scope(provider, interval, block.symbols, block.start, block.end)
+                    written += warehouse.write_ohlcv(frame, scope)
+                    _record_partitions(context, universe, provider, bar, block, frame)
                 work = client.metadata()
         except PERMANENT_FAILURES as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
-        scope = Scope(provider, interval, (part.symbol,), part.start, part.end)
-        written = warehouse.get_warehouse().write_ohlcv(frame, scope)
-        expected = bar.bars_between(part.start, part.end)
         context.log.info(
-            "%s %s %s: stored %d of %d bars (%d upstream requests, %d cache hits)",
+            "%s %s: stored %d bars for %d partitions (%d upstream requests, %d cache hits)",
             provider,
-            part.symbol,
             interval,
             written,
-            expected,
+            len(context.partition_keys),
             work["requests"],
             work["cache_hits"],
         )
-        metadata: dict[str, object] = {
-            "rows": written,
-            "expected_bars": expected,
-            "missing_bars": expected - written,
-            **work,
-        }
-        if written:
-            metadata["first_bar"] = dg.MetadataValue.timestamp(frame["ts"].iloc[0])
-            metadata["last_bar"] = dg.MetadataValue.timestamp(frame["ts"].iloc[-1])
-        return dg.MaterializeResult(metadata=metadata)
+        # Figures of the whole run (requests, cache, limiter); the per-partition ones (rows,
+        # missing bars) were added to each partition's materialisation above.
+        return dg.MaterializeResult(
+            metadata={**work, "run_partitions": len(context.partition_keys)}
+        )
 
     return _ohlcv
 
 
-def build_ohlcv_assets(universe: Universe) -> list[dg.AssetsDefinition]:
+def _record_partitions(
+    context: dg.AssetExecutionContext,
+    universe: Universe,
+    provider: str,
+    bar: Interval,
+    block: Block,
+    frame: pd.DataFrame,
+) -> None:
+    """Rows, expected and missing bars, first and last bar of each partition of ``block``."""
+    for symbol in block.symbols:
+        bars = frame.loc[frame["symbol"] == symbol, "ts"]
+        instrument = universe.instruments[universe.canonical(provider, symbol)]
+        expected = expected_bar_opens(instrument, bar, block.start, block.end)
+        missing = expected[~expected.isin(bars)]
+        rows_by_day = bars.dt.floor("D").value_counts()
+        expected_by_day = expected.floor("D").value_counts()
+        missing_by_day = missing.floor("D").value_counts()
+        first_by_day = bars.groupby(bars.dt.floor("D")).min()
+        last_by_day = bars.groupby(bars.dt.floor("D")).max()
+        for day in block.days:
+            stamp = pd.Timestamp(day, tz="UTC")
+            metadata: dict[str, object] = {
+                "rows": int(rows_by_day.get(stamp, 0)),
+                "expected_bars": int(expected_by_day.get(stamp, 0)),
+                "missing_bars": int(missing_by_day.get(stamp, 0)),
+            }
+            if stamp in first_by_day.index:
+                metadata["first_bar"] = dg.MetadataValue.timestamp(first_by_day[stamp])
+                metadata["last_bar"] = dg.MetadataValue.timestamp(last_by_day[stamp])
+            context.add_asset_metadata(metadata, partition_key=partition_key(day, symbol))
+
+
+def build_ohlcv_assets(
+    universe: Universe, policy: AssetPolicy = DEFAULT_POLICY
+) -> list[dg.AssetsDefinition]:
     """Every provider's OHLCV assets, one per interval the universe lists for it."""
     assets = [
-        build_ohlcv_asset(provider, interval, universe)
+        build_ohlcv_asset(provider, interval, universe, policy)
         for provider, spec in universe.providers.items()
         for interval in spec.intervals
     ]
+    return with_code_references(assets)
+
+
+def with_code_references(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
     # Code references (a link from each asset to its source in the UI) are a beta API; its
     # warnings would print on every load of the code location.
     with warnings.catch_warnings():

@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from fks_pipelines.defs.assets import build_ohlcv_asset
+from fks_pipelines.defs.assets import AssetPolicy, build_ohlcv_asset
 from fks_pipelines.defs.resources import BinanceResource, WarehouseResource
 from fks_pipelines.market.universe import load_universe
 from fks_pipelines.warehouse.store import Warehouse
@@ -93,7 +93,7 @@ def test_a_failed_fetch_fails_the_run_and_keeps_the_stored_rows(
 
     # A 500 is transient: the production asset would retry it after 60 s and more, so this run
     # uses the same asset without a retry policy.
-    once = build_ohlcv_asset("binance", "1h", load_universe(), retry_policy=None)
+    once = build_ohlcv_asset("binance", "1h", load_universe(), AssetPolicy(retry=None))
     result = run(once, server, warehouse_url)
 
     assert not result.success

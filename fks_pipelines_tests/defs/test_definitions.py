@@ -32,6 +32,12 @@ def describe(defs: dg.Definitions) -> dict[str, object]:
             "partitions": str(spec.partitions_def),
             "pool": repo.assets_defs_by_key[spec.key].op.pool,
             "retry": repr(repo.assets_defs_by_key[spec.key].op.retry_policy),
+            "backfill": repr(repo.assets_defs_by_key[spec.key].backfill_policy),
+            "deps": sorted(dep.asset_key.to_user_string() for dep in spec.deps),
+            "automation": spec.automation_condition.get_label()
+            if spec.automation_condition
+            else None,
+            "owners": list(spec.owners),
             "has_description": bool(spec.description),
         }
     return {
@@ -124,9 +130,11 @@ def test_the_instance_config_limits_runs_and_provider_pools(tmp_path: Path) -> N
         instance.dispose()
 
 
-def test_every_ohlcv_asset_is_in_its_providers_pool_with_a_retry_policy() -> None:
+def test_every_ohlcv_asset_declares_its_retry_and_backfill_policies() -> None:
     repo = build_definitions(Settings()).get_repository_def()
     for key, asset in repo.assets_defs_by_key.items():
         provider = key.path[1]
-        assert asset.op.pool == provider
+        # The consolidated series reads the warehouse only: no provider pool to queue for.
+        assert asset.op.pool == (None if provider == "consolidated" else provider)
         assert asset.op.retry_policy is not None and asset.op.retry_policy.max_retries == 3
+        assert asset.backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=100)

@@ -1,0 +1,173 @@
+"""The consolidated asset over real provider assets, local provider servers and a warehouse."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from fks_pipelines.defs.assets import AssetPolicy, build_ohlcv_asset
+from fks_pipelines.defs.consolidated import build_consolidated_asset
+from fks_pipelines.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
+from fks_pipelines.defs.resources import BinanceResource, PolygonResource, WarehouseResource
+from fks_pipelines.market.universe import Universe, load_universe
+from fks_pipelines.warehouse.store import Scope, Warehouse
+from fks_pipelines_tests.fakes.binance import FakeBinance
+from fks_pipelines_tests.fakes.polygon import FakePolygon
+
+DAY1, DAY2 = "2024-01-05", "2024-01-06"
+NO_RETRY = AssetPolicy(retry=None)
+
+
+@pytest.fixture(scope="module")
+def universe() -> Universe:
+    return load_universe()
+
+
+@pytest.fixture
+def binance() -> Iterator[FakeBinance]:
+    with FakeBinance() as fake:
+        yield fake
+
+
+@pytest.fixture
+def polygon() -> Iterator[FakePolygon]:
+    with FakePolygon() as fake:
+        yield fake
+
+
+@pytest.fixture
+def resources(
+    binance: FakeBinance, polygon: FakePolygon, warehouse_url: str, tmp_path: Path
+) -> dict[str, object]:
+    return {
+        "binance": BinanceResource(base_url=binance.url, cache_dir=str(tmp_path / "cache")),
+        "polygon": PolygonResource(
+            api_key=polygon.api_key, base_url=polygon.url, cache_dir=str(tmp_path / "cache")
+        ),
+        "warehouse": WarehouseResource(url=warehouse_url),
+    }
+
+
+def run(
+    asset: dg.AssetsDefinition, resources: dict[str, object], first: str, last: str | None = None
+) -> dg.ExecuteInProcessResult:
+    if last is None:
+        return dg.materialize(
+            [asset], partition_key=first, resources=resources, raise_on_error=False
+        )
+    return dg.materialize(
+        [asset],
+        tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
+        resources=resources,
+        raise_on_error=False,
+    )
+
+
+def consolidated_rows(warehouse_url: str, day: str) -> pd.DataFrame:
+    start = pd.Timestamp(day, tz="UTC")
+    return Warehouse.from_url(warehouse_url).read_consolidated(
+        "1h", ["BTC-USD"], start, start + pd.Timedelta(days=1)
+    )
+
+
+def partition_metadata(result: dg.ExecuteInProcessResult, node: str) -> dict[str, dict]:
+    return {
+        str(m.partition): {k: v.value for k, v in m.metadata.items()}
+        for m in result.asset_materializations_for_node(node)
+    }
+
+
+def test_a_failed_primary_day_is_served_by_the_next_provider(
+    universe: Universe,
+    binance: FakeBinance,
+    resources: dict[str, object],
+    warehouse_url: str,
+) -> None:
+    binance_1h = build_ohlcv_asset("binance", "1h", universe, NO_RETRY)
+    polygon_1h = build_ohlcv_asset("polygon", "1h", universe, NO_RETRY)
+    consolidated = build_consolidated_asset("1h", universe, NO_RETRY)
+
+    binance.failing_symbols.add("BTCUSDT")
+    assert not run(binance_1h, resources, f"{DAY2}|BTCUSDT").success  # HTTP 500
+    binance.failing_symbols.clear()
+    assert run(binance_1h, resources, f"{DAY1}|BTCUSDT").success
+    assert run(polygon_1h, resources, f"{DAY1}|X:BTCUSD", f"{DAY2}|X:BTCUSD").success
+    result = run(consolidated, resources, f"{DAY1}|BTC-USD", f"{DAY2}|BTC-USD")
+
+    assert result.success
+    day1, day2 = consolidated_rows(warehouse_url, DAY1), consolidated_rows(warehouse_url, DAY2)
+    assert len(day1) == len(day2) == 24
+    assert set(day1["source"]) == {"binance"} and set(day1["source_symbol"]) == {"BTCUSDT"}
+    assert set(day2["source"]) == {"polygon"} and set(day2["source_symbol"]) == {"X:BTCUSD"}
+    assert (day1["providers"] == 2).all() and (day2["providers"] == 1).all()
+    meta = partition_metadata(result, consolidated.node_def.name)
+    assert meta[f"{DAY1}|BTC-USD"]["source_binance"] == 24
+    assert meta[f"{DAY1}|BTC-USD"]["bars_compared"] == 24
+    assert meta[f"{DAY2}|BTC-USD"]["source_polygon"] == 24
+    assert meta[f"{DAY2}|BTC-USD"]["bars_compared"] == 0
+
+
+def test_an_open_circuit_skips_the_primary_and_the_next_provider_fills_in(
+    universe: Universe,
+    binance: FakeBinance,
+    resources: dict[str, object],
+    warehouse_url: str,
+    tmp_path: Path,
+) -> None:
+    binance_1h = build_ohlcv_asset("binance", "1h", universe, NO_RETRY)
+    polygon_1h = build_ohlcv_asset("polygon", "1h", universe, NO_RETRY)
+    consolidated = build_consolidated_asset("1h", universe, NO_RETRY)
+    # One failure opens Binance's circuit, so the next run can be seen to skip it.
+    resources = {
+        **resources,
+        "binance": BinanceResource(
+            base_url=binance.url, cache_dir=str(tmp_path / "cache"), breaker_failures=1
+        ),
+    }
+    binance.failing_symbols.add("BTCUSDT")
+    assert not run(binance_1h, resources, f"{DAY1}|BTCUSDT").success  # opens the circuit
+    binance.failing_symbols.clear()
+    sent = len(binance.requests_to("/fapi/v1/klines"))
+
+    skipped = run(binance_1h, resources, f"{DAY2}|BTCUSDT")
+
+    assert not skipped.success
+    assert "circuit" in str(skipped.failure_data_for_node(binance_1h.node_def.name).error)
+    assert len(binance.requests_to("/fapi/v1/klines")) == sent  # nothing reached Binance
+    assert run(polygon_1h, resources, f"{DAY2}|X:BTCUSD").success
+    assert run(consolidated, resources, f"{DAY2}|BTC-USD").success
+    assert set(consolidated_rows(warehouse_url, DAY2)["source"]) == {"polygon"}
+
+
+@pytest.mark.parametrize(("off_bps", "beyond"), [(10.0, 0), (80.0, 24)])
+def test_agreement_measures_a_provider_that_is_off_by_a_known_amount(
+    universe: Universe,
+    resources: dict[str, object],
+    warehouse_url: str,
+    off_bps: float,
+    beyond: int,
+) -> None:
+    """EODHD's bars are Binance's with every close moved by ``off_bps``: that is the agreement."""
+    binance_1h = build_ohlcv_asset("binance", "1h", universe, NO_RETRY)
+    consolidated = build_consolidated_asset("1h", universe, NO_RETRY)
+    assert run(binance_1h, resources, f"{DAY1}|BTCUSDT").success
+    warehouse = Warehouse.from_url(warehouse_url)
+    start = pd.Timestamp(DAY1, tz="UTC")
+    end = start + pd.Timedelta(days=1)
+    shifted = warehouse.read_ohlcv("binance", "1h", ["BTCUSDT"], start, end)
+    shifted["close"] *= 1 + off_bps / 10_000
+    shifted["high"] = shifted[["high", "close"]].max(axis=1)
+    shifted = shifted.assign(provider="eodhd", symbol="BTC-USD.CC")
+    warehouse.write_ohlcv(shifted, Scope("eodhd", "1h", ("BTC-USD.CC",), start, end))
+
+    result = run(consolidated, resources, f"{DAY1}|BTC-USD")
+
+    rows = consolidated_rows(warehouse_url, DAY1)
+    assert set(rows["source"]) == {"binance"}
+    assert rows["agreement_bps"].tolist() == pytest.approx([off_bps] * 24)
+    meta = partition_metadata(result, consolidated.node_def.name)[f"{DAY1}|BTC-USD"]
+    assert meta["agreement_median_bps"] == pytest.approx(off_bps)
+    assert meta["agreement_tolerance_bps"] == universe.tolerance("BTC-USD").warn_bps
+    assert meta["agreement_beyond_tolerance"] == beyond
