@@ -1,6 +1,7 @@
 """The consolidated asset over real provider assets, local provider servers and a warehouse."""
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -171,3 +172,36 @@ def test_agreement_measures_a_provider_that_is_off_by_a_known_amount(
     assert meta["agreement_median_bps"] == pytest.approx(off_bps)
     assert meta["agreement_tolerance_bps"] == universe.tolerance("BTC-USD").warn_bps
     assert meta["agreement_beyond_tolerance"] == beyond
+
+
+def test_a_provider_update_requests_its_consolidated_partitions_once(universe: Universe) -> None:
+    """The automation condition: only updated partitions of the last days, and each once."""
+    binance_1h = build_ohlcv_asset("binance", "1h", universe)
+    polygon_1h = build_ohlcv_asset("polygon", "1h", universe)
+    consolidated = build_consolidated_asset("1h", universe, lookback_days=7)
+    defs = dg.Definitions(
+        assets=[binance_1h, polygon_1h, consolidated],
+        resources={
+            "binance": BinanceResource(),
+            "polygon": PolygonResource(api_key="unused"),
+            "warehouse": WarehouseResource(url="sqlite://"),
+        },
+    )
+    now = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)
+    with dg.instance_for_test() as instance:
+        first = dg.evaluate_automation_conditions(defs, instance, evaluation_time=now)
+        for key in ("2026-11-22|BTCUSDT", "2026-11-21|ETHUSDT", "2026-10-01|BTCUSDT"):
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(binance_1h.key, partition=key)
+            )
+        second = dg.evaluate_automation_conditions(
+            defs, instance, evaluation_time=now, cursor=first.cursor
+        )
+        third = dg.evaluate_automation_conditions(
+            defs, instance, evaluation_time=now, cursor=second.cursor
+        )
+
+    assert first.total_requested == 0
+    requested = second.get_requested_partitions(consolidated.key)
+    assert sorted(requested) == ["2026-11-21|ETH-USD", "2026-11-22|BTC-USD"]
+    assert third.total_requested == 0
