@@ -6,7 +6,8 @@ days of a block as one window and writes each block once, then records figures p
 """
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import dagster as dg
@@ -53,6 +54,19 @@ class AssetPolicy:
 DEFAULT_POLICY = AssetPolicy()
 
 
+@contextmanager
+def beta_apis() -> Iterator[None]:
+    """Silence Dagster's warnings for the beta APIs these definitions use on purpose.
+
+    ``backfill_policy``, ``MultiPartitionMapping``, ``TimeWindowPartitionMapping``'s
+    ``allow_nonexistent_upstream_partitions`` and code references are beta in Dagster 1.13;
+    their warnings would print for every asset on every load of the code location.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        yield
+
+
 def ohlcv_asset_key(provider: str, interval: str) -> dg.AssetKey:
     return dg.AssetKey(["ohlcv", provider, interval])
 
@@ -79,62 +93,64 @@ def build_ohlcv_asset(
     # needs the fewest requests its paging allows.
     anchor = pd.Timestamp(spec.start_date, tz="UTC")
 
-    @dg.asset(
-        key=ohlcv_asset_key(provider, interval),
-        partitions_def=day_symbol_partitions(spec.start_date, list(spec.symbols)),
-        group_name=GROUP,
-        kinds={"python", "pandas"},
-        tags={
-            "provider": provider,
-            "interval": interval,
-            "asset_class": asset_class_tag(universe, list(spec.symbols.values())),
-        },
-        owners=list(policy.owners),
-        required_resource_keys={provider, "warehouse"},
-        # One pool per provider (limit in dagster.yaml): concurrent runs and backfills queue for
-        # it instead of piling onto the provider; the shared rate limiter stays the hard limit.
-        pool=provider,
-        retry_policy=policy.retry,
-        backfill_policy=policy.backfill,
-        description=(
-            f"Closed {interval} OHLCV bars from {provider}, one partition per UTC day and "
-            "symbol, stored in the warehouse table `ohlcv`. Re-materialising a partition "
-            "replaces exactly its rows; a backfill runs ranges of partitions, one fetch per "
-            "symbol and one write per run."
-        ),
-    )
-    def _ohlcv(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        source: ProviderResource = getattr(context.resources, provider)
-        warehouse = context.resources.warehouse.get_warehouse()
-        written = 0
-        try:
-            with source.get_client() as client:
-                for block in blocks(context.partition_keys):
-                    windows = [
-                        client.fetch_ohlcv(symbol, bar, block.start, block.end, anchor=anchor)
-                        for symbol in block.symbols
-                    ]
-                    frame = validate(pd.concat(windows, ignore_index=True))
-                    scope = Scope(provider, interval, block.symbols, block.start, block.end)
-                    written += warehouse.write_ohlcv(frame, scope)
-                    _record_partitions(context, universe, provider, bar, block, frame)
-                work = client.metadata()
-        except PERMANENT_FAILURES as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from exc
-        context.log.info(
-            "%s %s: stored %d bars for %d partitions (%d upstream requests, %d cache hits)",
-            provider,
-            interval,
-            written,
-            len(context.partition_keys),
-            work["requests"],
-            work["cache_hits"],
+    with beta_apis():
+
+        @dg.asset(
+            key=ohlcv_asset_key(provider, interval),
+            partitions_def=day_symbol_partitions(spec.start_date, list(spec.symbols)),
+            group_name=GROUP,
+            kinds={"python", "pandas"},
+            tags={
+                "provider": provider,
+                "interval": interval,
+                "asset_class": asset_class_tag(universe, list(spec.symbols.values())),
+            },
+            owners=list(policy.owners),
+            required_resource_keys={provider, "warehouse"},
+            # One pool per provider (limit in dagster.yaml): concurrent runs and backfills queue for
+            # it instead of piling onto the provider; the shared rate limiter stays the hard limit.
+            pool=provider,
+            retry_policy=policy.retry,
+            backfill_policy=policy.backfill,
+            description=(
+                f"Closed {interval} OHLCV bars from {provider}, one partition per UTC day and "
+                "symbol, stored in the warehouse table `ohlcv`. Re-materialising a partition "
+                "replaces exactly its rows; a backfill runs ranges of partitions, one fetch per "
+                "symbol and one write per run."
+            ),
         )
-        # Figures of the whole run (requests, cache, limiter); the per-partition ones (rows,
-        # missing bars) were added to each partition's materialisation above.
-        return dg.MaterializeResult(
-            metadata={**work, "run_partitions": len(context.partition_keys)}
-        )
+        def _ohlcv(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+            source: ProviderResource = getattr(context.resources, provider)
+            warehouse = context.resources.warehouse.get_warehouse()
+            written = 0
+            try:
+                with source.get_client() as client:
+                    for block in blocks(context.partition_keys):
+                        windows = [
+                            client.fetch_ohlcv(symbol, bar, block.start, block.end, anchor=anchor)
+                            for symbol in block.symbols
+                        ]
+                        frame = validate(pd.concat(windows, ignore_index=True))
+                        scope = Scope(provider, interval, block.symbols, block.start, block.end)
+                        written += warehouse.write_ohlcv(frame, scope)
+                        _record_partitions(context, universe, provider, bar, block, frame)
+                    work = client.metadata()
+            except PERMANENT_FAILURES as exc:
+                raise dg.Failure(description=str(exc), allow_retries=False) from exc
+            context.log.info(
+                "%s %s: stored %d bars for %d partitions (%d upstream requests, %d cache hits)",
+                provider,
+                interval,
+                written,
+                len(context.partition_keys),
+                work["requests"],
+                work["cache_hits"],
+            )
+            # Figures of the whole run (requests, cache, limiter); the per-partition ones (rows,
+            # missing bars) were added to each partition's materialisation above.
+            return dg.MaterializeResult(
+                metadata={**work, "run_partitions": len(context.partition_keys)}
+            )
 
     return _ohlcv
 
@@ -184,8 +200,6 @@ def build_ohlcv_assets(
 
 
 def with_code_references(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
-    # Code references (a link from each asset to its source in the UI) are a beta API; its
-    # warnings would print on every load of the code location.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.BetaWarning)
+    """``assets`` with a link to their source in the UI."""
+    with beta_apis():
         return list(dg.with_source_code_references(assets))

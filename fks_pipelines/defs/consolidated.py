@@ -16,6 +16,7 @@ from fks_pipelines.defs.assets import (
     GROUP,
     AssetPolicy,
     asset_class_tag,
+    beta_apis,
     ohlcv_asset_key,
     with_code_references,
 )
@@ -79,72 +80,75 @@ def build_consolidated_asset(
     sources = consolidated_sources(universe, interval)
     instruments = consolidated_instruments(universe, interval)
     start = min(universe.providers[p].start_date for p in sources)
-    deps = [
-        dg.AssetDep(
-            ohlcv_asset_key(provider, interval),
-            partition_mapping=dg.MultiPartitionMapping(
-                {
-                    # Providers may start later than the consolidated series.
-                    DATE: dg.DimensionPartitionMapping(
-                        DATE,
-                        dg.TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True),
-                    ),
-                    SYMBOL: dg.DimensionPartitionMapping(
-                        SYMBOL, dg.StaticPartitionMapping(tickers)
-                    ),
-                }
+    with beta_apis():
+        deps = [
+            dg.AssetDep(
+                ohlcv_asset_key(provider, interval),
+                partition_mapping=dg.MultiPartitionMapping(
+                    {
+                        # Providers may start later than the consolidated series.
+                        DATE: dg.DimensionPartitionMapping(
+                            DATE,
+                            dg.TimeWindowPartitionMapping(
+                                allow_nonexistent_upstream_partitions=True
+                            ),
+                        ),
+                        SYMBOL: dg.DimensionPartitionMapping(
+                            SYMBOL, dg.StaticPartitionMapping(tickers)
+                        ),
+                    }
+                ),
+            )
+            for provider, tickers in sources.items()
+        ]
+
+        @dg.asset(
+            key=consolidated_asset_key(interval),
+            deps=deps,
+            partitions_def=day_symbol_partitions(start, instruments),
+            group_name=GROUP,
+            kinds={"python", "pandas"},
+            tags={
+                "provider": "consolidated",
+                "interval": interval,
+                "asset_class": asset_class_tag(universe, instruments),
+            },
+            owners=list(policy.owners),
+            required_resource_keys={"warehouse"},
+            retry_policy=policy.retry,
+            backfill_policy=policy.backfill,
+            automation_condition=after_provider_updates(lookback_days),
+            description=(
+                f"One golden {interval} OHLCV series per canonical instrument, stored in the "
+                "warehouse table `ohlcv_consolidated`. Each bar comes from the first provider in "
+                f"priority order ({', '.join(p for p in universe.priority if p in sources)}) that "
+                "stored it, named in its `source` column; where several providers stored a bar, "
+                "`agreement_bps` is the largest deviation of their closes from the chosen one."
             ),
         )
-        for provider, tickers in sources.items()
-    ]
-
-    @dg.asset(
-        key=consolidated_asset_key(interval),
-        deps=deps,
-        partitions_def=day_symbol_partitions(start, instruments),
-        group_name=GROUP,
-        kinds={"python", "pandas"},
-        tags={
-            "provider": "consolidated",
-            "interval": interval,
-            "asset_class": asset_class_tag(universe, instruments),
-        },
-        owners=list(policy.owners),
-        required_resource_keys={"warehouse"},
-        retry_policy=policy.retry,
-        backfill_policy=policy.backfill,
-        automation_condition=after_provider_updates(lookback_days),
-        description=(
-            f"One golden {interval} OHLCV series per canonical instrument, stored in the "
-            "warehouse table `ohlcv_consolidated`. Each bar comes from the first provider in "
-            f"priority order ({', '.join(p for p in universe.priority if p in sources)}) that "
-            "stored it, named in its `source` column; where several providers stored a bar, "
-            "`agreement_bps` is the largest deviation of their closes from the chosen one."
-        ),
-    )
-    def _consolidated(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        warehouse: Warehouse = context.resources.warehouse.get_warehouse()
-        written = 0
-        for block in blocks(context.partition_keys):
-            frames = [
-                consolidate(
-                    instrument,
-                    interval,
-                    _windows(warehouse, universe, sources, instrument, interval, block),
-                )
-                for instrument in block.symbols
-            ]
-            frame = pd.concat(frames, ignore_index=True)
-            scope = ConsolidatedScope(interval, block.symbols, block.start, block.end)
-            written += warehouse.write_consolidated(frame, scope)
-            _record_partitions(context, universe, block, frame)
-        context.log.info(
-            "consolidated %s: stored %d bars for %d partitions",
-            interval,
-            written,
-            len(context.partition_keys),
-        )
-        return dg.MaterializeResult(metadata={"run_partitions": len(context.partition_keys)})
+        def _consolidated(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+            warehouse: Warehouse = context.resources.warehouse.get_warehouse()
+            written = 0
+            for block in blocks(context.partition_keys):
+                frames = [
+                    consolidate(
+                        instrument,
+                        interval,
+                        _windows(warehouse, universe, sources, instrument, interval, block),
+                    )
+                    for instrument in block.symbols
+                ]
+                frame = pd.concat(frames, ignore_index=True)
+                scope = ConsolidatedScope(interval, block.symbols, block.start, block.end)
+                written += warehouse.write_consolidated(frame, scope)
+                _record_partitions(context, universe, block, frame)
+            context.log.info(
+                "consolidated %s: stored %d bars for %d partitions",
+                interval,
+                written,
+                len(context.partition_keys),
+            )
+            return dg.MaterializeResult(metadata={"run_partitions": len(context.partition_keys)})
 
     return _consolidated
 
