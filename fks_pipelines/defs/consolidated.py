@@ -181,7 +181,7 @@ def _record_partitions(
             part = frame.loc[of_instrument & (days == pd.Timestamp(day, tz="UTC"))]
             agreement = measure_agreement(part, tolerance.warn_bps)
             context.add_asset_metadata(
-                {"rows": len(part), **agreement.as_metadata()},
+                agreement.as_metadata(),
                 partition_key=partition_key(day, instrument),
             )
 

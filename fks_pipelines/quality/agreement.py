@@ -40,7 +40,7 @@ class Agreement:
         NaN or 0, so that plots over runs show a gap instead of a false value.
         """
         metadata: dict[str, float | int] = {
-            "bars": self.bars,
+            "rows": self.bars,
             "bars_compared": self.compared,
             "agreement_beyond_tolerance": self.beyond_tolerance,
             "agreement_tolerance_bps": self.tolerance_bps,

@@ -91,7 +91,7 @@ def test_an_empty_series() -> None:
     assert agreement.median_abs_dev_bps is None
     assert agreement.source_mix == {}
     assert agreement.as_metadata() == {
-        "bars": 0,
+        "rows": 0,
         "bars_compared": 0,
         "agreement_beyond_tolerance": 0,
         "agreement_tolerance_bps": 25.0,
@@ -102,7 +102,7 @@ def test_metadata_is_flat_plain_numbers() -> None:
     metadata = measure_agreement(crafted(), tolerance_bps=50.0).as_metadata()
 
     assert metadata == {
-        "bars": 24,
+        "rows": 24,
         "bars_compared": 20,
         "agreement_beyond_tolerance": 2,
         "agreement_tolerance_bps": 50.0,
@@ -113,7 +113,7 @@ def test_metadata_is_flat_plain_numbers() -> None:
     }
     for key, value in metadata.items():
         assert type(value) in (int, float), (key, type(value))
-    assert type(metadata["bars"]) is int
+    assert type(metadata["rows"]) is int
     assert type(metadata["agreement_median_bps"]) is float
 
 
