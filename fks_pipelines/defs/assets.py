@@ -12,18 +12,27 @@ from dataclasses import dataclass
 
 import dagster as dg
 import pandas as pd
-from pandera.errors import SchemaErrors
 
+from fks_pipelines.defs.checks import (
+    completeness_result,
+    outliers_result,
+    provider_check_specs,
+    schema_failure,
+    schema_result,
+)
 from fks_pipelines.defs.partitions import Block, blocks, day_symbol_partitions, partition_key
 from fks_pipelines.defs.resources import ProviderResource
-from fks_pipelines.market.calendars import expected_bar_opens
-from fks_pipelines.market.frame import validate
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.universe import Universe
 from fks_pipelines.providers.errors import QuotaExhausted, RequestRejected
-from fks_pipelines.warehouse.store import Scope
+from fks_pipelines.quality.completeness import CompletenessReport, check_completeness
+from fks_pipelines.quality.outliers import OutlierDetector, OutlierResult
+from fks_pipelines.quality.schema import SchemaReport, check_schema
+from fks_pipelines.quality.score import quality_score
+from fks_pipelines.warehouse.store import Scope, Warehouse
 
 GROUP = "market_data"
+DAY = pd.Timedelta(days=1)
 
 # A run that still fails after the provider runtime's own retries (a provider down for minutes,
 # a rate limit that outlasted the limiter's longest wait) is tried again later, not by hand.
@@ -33,7 +42,7 @@ TRANSIENT_RETRY = dg.RetryPolicy(
 
 # What a later attempt cannot mend. A malformed answer is not among them: a provider's
 # maintenance page arrives as one, and a retry after the policy's delay may well succeed.
-PERMANENT_FAILURES = (RequestRejected, QuotaExhausted, SchemaErrors)
+PERMANENT_FAILURES = (RequestRejected, QuotaExhausted)
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,7 @@ def build_ohlcv_asset(
             pool=provider,
             retry_policy=policy.retry,
             backfill_policy=policy.backfill,
+            check_specs=provider_check_specs(ohlcv_asset_key(provider, interval)),
             description=(
                 f"Closed {interval} OHLCV bars from {provider}, one partition per UTC day and "
                 "symbol, stored in the warehouse table `ohlcv`. Re-materialising a partition "
@@ -119,10 +129,15 @@ def build_ohlcv_asset(
                 "symbol and one write per run."
             ),
         )
-        def _ohlcv(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        def _ohlcv(
+            context: dg.AssetExecutionContext,
+        ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
             source: ProviderResource = getattr(context.resources, provider)
-            warehouse = context.resources.warehouse.get_warehouse()
-            written = 0
+            warehouse: Warehouse = context.resources.warehouse.get_warehouse()
+            now = pd.Timestamp.now(tz="UTC")
+            written = rows_checked = 0
+            outliers: list[OutlierResult] = []
+            completeness: dict[str, CompletenessReport] = {}
             try:
                 with source.get_client() as client:
                     for block in blocks(context.partition_keys):
@@ -130,10 +145,22 @@ def build_ohlcv_asset(
                             client.fetch_ohlcv(symbol, bar, block.start, block.end, anchor=anchor)
                             for symbol in block.symbols
                         ]
-                        frame = validate(pd.concat(windows, ignore_index=True))
+                        frame = pd.concat(windows, ignore_index=True)
+                        schema = check_schema(frame, bar)
+                        if not schema.passed:
+                            yield schema_result(schema, context.partition_keys)
+                            raise dg.Failure(
+                                description=f"{provider} {interval}: {schema_failure(schema)}",
+                                allow_retries=False,
+                            )
                         scope = Scope(provider, interval, block.symbols, block.start, block.end)
                         written += warehouse.write_ohlcv(frame, scope)
-                        _record_partitions(context, universe, provider, bar, block, frame)
+                        rows_checked += schema.rows
+                        found, reports = _assess(
+                            context, universe, provider, bar, block, frame, schema, warehouse, now
+                        )
+                        outliers += found
+                        completeness.update(reports)
                     work = client.metadata()
             except PERMANENT_FAILURES as exc:
                 raise dg.Failure(description=str(exc), allow_retries=False) from exc
@@ -146,45 +173,76 @@ def build_ohlcv_asset(
                 work["requests"],
                 work["cache_hits"],
             )
+            passed = SchemaReport(
+                rows=rows_checked, passed=True, failures=0, failing_rows=0, checks={}
+            )
             # Figures of the whole run (requests, cache, limiter); the per-partition ones (rows,
-            # missing bars) were added to each partition's materialisation above.
-            return dg.MaterializeResult(
-                metadata={**work, "run_partitions": len(context.partition_keys)}
+            # missing bars, quality score) were added to each partition's materialisation.
+            yield dg.MaterializeResult(
+                metadata={**work, "run_partitions": len(context.partition_keys)},
+                check_results=[
+                    schema_result(passed, context.partition_keys),
+                    outliers_result(outliers),
+                    completeness_result(completeness),
+                ],
             )
 
     return _ohlcv
 
 
-def _record_partitions(
+# Close returns and log volume against the 48 bars before each bar (MAD, threshold 3).
+DETECTOR = OutlierDetector()
+
+
+def _assess(
     context: dg.AssetExecutionContext,
     universe: Universe,
     provider: str,
     bar: Interval,
     block: Block,
     frame: pd.DataFrame,
-) -> None:
-    """Rows, expected and missing bars, first and last bar of each partition of ``block``."""
+    schema: SchemaReport,
+    warehouse: Warehouse,
+    now: pd.Timestamp,
+) -> tuple[list[OutlierResult], dict[str, CompletenessReport]]:
+    """Outliers and completeness of ``block``'s stored bars; per-partition figures and score.
+
+    Outliers are scored against the bars stored before the block too, so that a daily
+    partition's single bar has a baseline.
+    """
+    outliers: list[OutlierResult] = []
+    reports: dict[str, CompletenessReport] = {}
+    days = frame["ts"].dt.floor("D")
     for symbol in block.symbols:
-        bars = frame.loc[frame["symbol"] == symbol, "ts"]
         instrument = universe.instruments[universe.canonical(provider, symbol)]
-        expected = expected_bar_opens(instrument, bar, block.start, block.end)
-        missing = expected[~expected.isin(bars)]
-        rows_by_day = bars.dt.floor("D").value_counts()
-        expected_by_day = expected.floor("D").value_counts()
-        missing_by_day = missing.floor("D").value_counts()
-        first_by_day = bars.groupby(bars.dt.floor("D")).min()
-        last_by_day = bars.groupby(bars.dt.floor("D")).max()
+        of_symbol = frame["symbol"] == symbol
+        history = warehouse.read_ohlcv(
+            provider, bar.name, [symbol], block.start - DETECTOR.window * bar.offset, block.start
+        )
+        found = DETECTOR.detect(
+            pd.concat([history, frame.loc[of_symbol]], ignore_index=True),
+            fields=("close", "volume"),
+            since=block.start,
+        )
+        outliers += found
         for day in block.days:
-            stamp = pd.Timestamp(day, tz="UTC")
+            start = pd.Timestamp(day, tz="UTC")
+            part = frame.loc[of_symbol & (days == start)]
+            report = check_completeness(part, instrument, bar, start, start + DAY, now)
+            key = partition_key(day, symbol)
+            reports[str(key)] = report
+            score = quality_score(report, schema, found, None, None, None, None)
             metadata: dict[str, object] = {
-                "rows": int(rows_by_day.get(stamp, 0)),
-                "expected_bars": int(expected_by_day.get(stamp, 0)),
-                "missing_bars": int(missing_by_day.get(stamp, 0)),
+                "rows": len(part),
+                "expected_bars": report.expected,
+                "missing_bars": report.missing,
+                **score.as_metadata(),
             }
-            if stamp in first_by_day.index:
-                metadata["first_bar"] = dg.MetadataValue.timestamp(first_by_day[stamp])
-                metadata["last_bar"] = dg.MetadataValue.timestamp(last_by_day[stamp])
-            context.add_asset_metadata(metadata, partition_key=partition_key(day, symbol))
+            if len(part):
+                metadata["first_bar"] = dg.MetadataValue.timestamp(part["ts"].iloc[0])
+                metadata["last_bar"] = dg.MetadataValue.timestamp(part["ts"].iloc[-1])
+            context.add_asset_metadata(metadata, partition_key=key)
+    return outliers, reports
 
 
 def build_ohlcv_assets(

@@ -6,6 +6,7 @@ from the next provider. Where several providers stored a bar, their closes are c
 agreement is stored with the bar and shown as metadata per partition.
 """
 
+from collections.abc import Iterator
 from datetime import timedelta
 
 import dagster as dg
@@ -20,6 +21,7 @@ from fks_pipelines.defs.assets import (
     ohlcv_asset_key,
     with_code_references,
 )
+from fks_pipelines.defs.checks import agreement_result, consolidated_check_specs
 from fks_pipelines.defs.partitions import (
     DATE,
     SYMBOL,
@@ -30,7 +32,8 @@ from fks_pipelines.defs.partitions import (
 )
 from fks_pipelines.market.consolidate import consolidate
 from fks_pipelines.market.universe import Universe
-from fks_pipelines.quality.agreement import measure_agreement
+from fks_pipelines.quality.agreement import Agreement, measure_agreement
+from fks_pipelines.quality.score import quality_score
 from fks_pipelines.warehouse.store import ConsolidatedScope, Warehouse
 
 
@@ -115,6 +118,7 @@ def build_consolidated_asset(
             },
             owners=list(policy.owners),
             required_resource_keys={"warehouse"},
+            check_specs=consolidated_check_specs(consolidated_asset_key(interval)),
             retry_policy=policy.retry,
             backfill_policy=policy.backfill,
             automation_condition=after_provider_updates(lookback_days),
@@ -129,6 +133,8 @@ def build_consolidated_asset(
         def _consolidated(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             warehouse: Warehouse = context.resources.warehouse.get_warehouse()
             written = 0
+            agreements: dict[str, Agreement] = {}
+            hard_limits: dict[str, float] = {}
             for block in blocks(context.partition_keys):
                 frames = [
                     consolidate(
@@ -141,14 +147,21 @@ def build_consolidated_asset(
                 frame = pd.concat(frames, ignore_index=True)
                 scope = ConsolidatedScope(interval, block.symbols, block.start, block.end)
                 written += warehouse.write_consolidated(frame, scope)
-                _record_partitions(context, universe, block, frame)
+                for key, agreement, error_bps in _record_partitions(
+                    context, universe, block, frame
+                ):
+                    agreements[key] = agreement
+                    hard_limits[key] = error_bps
             context.log.info(
                 "consolidated %s: stored %d bars for %d partitions",
                 interval,
                 written,
                 len(context.partition_keys),
             )
-            return dg.MaterializeResult(metadata={"run_partitions": len(context.partition_keys)})
+            return dg.MaterializeResult(
+                metadata={"run_partitions": len(context.partition_keys)},
+                check_results=[agreement_result(agreements, hard_limits)],
+            )
 
     return _consolidated
 
@@ -171,8 +184,11 @@ def _windows(
 
 def _record_partitions(
     context: dg.AssetExecutionContext, universe: Universe, block: Block, frame: pd.DataFrame
-) -> None:
-    """Rows, source mix and agreement of each partition of ``block``."""
+) -> Iterator[tuple[str, Agreement, float]]:
+    """Rows, source mix, agreement and quality score of each partition of ``block``.
+
+    Yields each partition's key, agreement and hard limit (``error_bps``) for the check.
+    """
     days = frame["ts"].dt.floor("D")
     for instrument in block.symbols:
         tolerance = universe.tolerance(instrument)
@@ -180,10 +196,12 @@ def _record_partitions(
         for day in block.days:
             part = frame.loc[of_instrument & (days == pd.Timestamp(day, tz="UTC"))]
             agreement = measure_agreement(part, tolerance.warn_bps)
+            score = quality_score(None, None, [], None, None, agreement, tolerance)
+            key = partition_key(day, instrument)
             context.add_asset_metadata(
-                agreement.as_metadata(),
-                partition_key=partition_key(day, instrument),
+                {**agreement.as_metadata(), **score.as_metadata()}, partition_key=key
             )
+            yield str(key), agreement, tolerance.error_bps
 
 
 def build_consolidated_assets(

@@ -192,7 +192,10 @@ class OutlierDetector:
         )
 
     def detect(
-        self, df: pd.DataFrame, fields: Sequence[str] = ("close", "volume")
+        self,
+        df: pd.DataFrame,
+        fields: Sequence[str] = ("close", "volume"),
+        since: pd.Timestamp | None = None,
     ) -> list[OutlierResult]:
         """Find outliers in each of ``fields``, one result per field in the order given.
 
@@ -200,12 +203,21 @@ class OutlierDetector:
             df: Bars with ``ts`` and the fields; may hold several series (see ``by``), in any
                 row order.
             fields: Numeric columns to test.
+            since: Bars opening before it are baseline only: they give the bars after them
+                history (a daily partition holds one bar) but are neither scored nor counted.
 
         Raises:
             ValueError: ``df`` lacks ``ts`` or one of ``fields``.
         """
         layout = _Layout.of(df, self.by, self.window)
-        return [self._result(name, layout.scores(name, self), layout) for name in fields]
+        baseline_only = layout.nanos < since.tz_convert("UTC").value if since is not None else None
+        results = []
+        for name in fields:
+            scores = layout.scores(name, self)
+            if baseline_only is not None:
+                scores = np.where(baseline_only, np.nan, scores)
+            results.append(self._result(name, scores, layout))
+        return results
 
     def score(self, df: pd.DataFrame, field: str) -> np.ndarray:
         """Each row's score for ``field``, in ``df``'s row order (NaN where not scored)."""

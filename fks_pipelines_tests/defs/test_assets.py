@@ -3,6 +3,7 @@
 from collections.abc import Iterator
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -127,6 +128,66 @@ def test_bars_that_break_the_schema_are_not_stored(
     assert not result.success
     assert "high_is_highest" in str(result.failure_data_for_node(hourly.node_def.name).error)
     assert Warehouse.from_url(warehouse_url).count_ohlcv() == 0
+    [schema] = result.get_asset_check_evaluations()
+    assert (schema.check_name, schema.passed) == ("schema", False)
+    assert schema.severity == dg.AssetCheckSeverity.ERROR and schema.blocking
+    meta = {k: v.value for k, v in schema.metadata.items()}
+    assert meta["schema_check_high_is_highest"] == 1
+    [example] = meta["schema_examples"]
+    assert example["ts"] == DAY_START.isoformat() and example["high"] == 90
+
+
+def test_a_good_partition_passes_its_checks_and_is_scored(
+    server: FakeBinance, hourly: dg.AssetsDefinition, warehouse_url: str
+) -> None:
+    result = run(hourly, server, warehouse_url)
+
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert sorted(checks) == ["completeness", "outliers", "schema"]
+    # The fake's prices saw-tooth (a 32% drop every 97 bars), which the outlier check may flag.
+    assert checks["schema"].passed and checks["completeness"].passed
+    assert checks["completeness"].metadata["bars_expected"].value == 24
+    [materialization] = result.asset_materializations_for_node(hourly.node_def.name)
+    assert materialization.metadata["quality_completeness"].value == 100.0
+    assert materialization.metadata["quality_validity"].value == 100.0
+
+
+def test_a_spiked_close_fails_the_outlier_check_as_an_error(
+    server: FakeBinance, hourly: dg.AssetsDefinition, warehouse_url: str
+) -> None:
+    open_ms = DAY_START.value // 1_000_000
+    klines = []
+    noise = np.random.default_rng(7).normal(0.0, 0.05, 24)
+    for hour in range(24):
+        close = round(100.0 + noise[hour] + (30.0 if hour == 12 else 0.0), 4)
+        start = open_ms + hour * 3_600_000
+        klines.append(
+            [
+                start,
+                "100",
+                f"{max(close, 100.2)}",
+                "99.8",
+                f"{close}",
+                "5",
+                start + 3_599_999,
+                "500",
+                10,
+                "0",
+                "0",
+                "0",
+            ]
+        )
+    server.scripted.append(Response.json(klines))
+
+    result = run(hourly, server, warehouse_url)
+
+    assert result.success  # stored: an outlier is reported, not dropped
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    outliers = checks["outliers"]
+    assert not outliers.passed and outliers.severity == dg.AssetCheckSeverity.ERROR
+    assert outliers.metadata["outliers_close_count"].value == 2  # into the spike and out of it
+    [materialization] = result.asset_materializations_for_node(hourly.node_def.name)
+    assert materialization.metadata["quality_outliers"].value == 0.0
 
 
 def test_a_permanent_failure_is_not_retried(

@@ -142,13 +142,21 @@ def test_an_open_circuit_skips_the_primary_and_the_next_provider_fills_in(
     assert set(consolidated_rows(warehouse_url, DAY2)["source"]) == {"polygon"}
 
 
-@pytest.mark.parametrize(("off_bps", "beyond"), [(10.0, 0), (80.0, 24)])
+@pytest.mark.parametrize(
+    ("off_bps", "beyond", "severity"),
+    [
+        (10.0, 0, None),
+        (80.0, 24, dg.AssetCheckSeverity.WARN),
+        (600.0, 24, dg.AssetCheckSeverity.ERROR),
+    ],
+)
 def test_agreement_measures_a_provider_that_is_off_by_a_known_amount(
     universe: Universe,
     resources: dict[str, object],
     warehouse_url: str,
     off_bps: float,
     beyond: int,
+    severity: dg.AssetCheckSeverity | None,
 ) -> None:
     """EODHD's bars are Binance's with every close moved by ``off_bps``: that is the agreement."""
     binance_1h = build_ohlcv_asset("binance", "1h", universe, NO_RETRY)
@@ -172,6 +180,12 @@ def test_agreement_measures_a_provider_that_is_off_by_a_known_amount(
     assert meta["agreement_median_bps"] == pytest.approx(off_bps)
     assert meta["agreement_tolerance_bps"] == universe.tolerance("BTC-USD").warn_bps
     assert meta["agreement_beyond_tolerance"] == beyond
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == "agreement"
+    assert check.passed == (severity is None)
+    if severity is not None:
+        assert check.severity == severity
+        assert check.metadata["failing_partitions"].value == [f"{DAY1}|BTC-USD"]
 
 
 def test_a_provider_update_requests_its_consolidated_partitions_once(universe: Universe) -> None:

@@ -169,3 +169,17 @@ def test_metadata_is_flat_and_plain() -> None:
     assert metadata["outliers_close_severity"] == "high"
     assert isinstance(metadata["outliers_close_max_score"], float)
     assert metadata["outliers_close_examples"][0].startswith("BTCUSDT 2024-01-11T10:00:00+00:00")
+
+
+def test_bars_before_since_are_history_only() -> None:
+    """A partition's bars are scored against the bars stored before it, which are not counted."""
+    closes = smooth(300)
+    closes[100] *= 1.2  # an old spike, already reported when its own partition ran
+    closes[290] *= 1.2
+    since = START + pd.Timedelta(hours=280)
+
+    [close] = OutlierDetector().detect(bars(closes), fields=["close"], since=since)
+
+    assert close.count == 2
+    assert min(close.timestamps) >= since
+    assert close.scored == 20
