@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from fks_pipelines.defs.alerts import AlertResource, build_alert_sensor
 from fks_pipelines.defs.assets import AssetPolicy, build_ohlcv_assets
 from fks_pipelines.defs.consolidated import build_consolidated_assets
 from fks_pipelines.defs.resources import (
@@ -80,6 +81,12 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             **runtime,
         ),
         "warehouse": WarehouseResource(url=warehouse_url),
+        "alerts": AlertResource(
+            webhook_url=dg.EnvVar("FKS_ALERT_WEBHOOK_URL") if settings.alert_webhook_url else None,
+            dagster_ui_url=settings.dagster_ui_url,
+            alert_on_warn=settings.alert_on_warn,
+            dedupe_s=settings.alert_dedupe_s,
+        ),
     }
     universe = settings.universe
     policy = AssetPolicy(
@@ -101,11 +108,12 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "Re-consolidates a day of an instrument once a provider stored new bars for it."
         ),
     )
+    check_keys = [key for asset in (*provider_assets, *consolidated) for key in asset.check_keys]
     return dg.Definitions(
         assets=[*provider_assets, *consolidated],
         jobs=[t.job for t in targets],
         schedules=[build_daily_schedule(t) for t in targets],
-        sensors=[catchup, consolidation],
+        sensors=[catchup, consolidation, build_alert_sensor(check_keys)],
         resources=resources,
     )
 

@@ -126,6 +126,18 @@ class Settings(BaseSettings):
         validation_alias="FKS_CATCHUP_INTERVAL_S",
         description="Seconds between evaluations of the catch-up sensor.",
     )
+    alert_webhook_url: SecretStr | None = Field(
+        default=None,
+        validation_alias="FKS_ALERT_WEBHOOK_URL",
+        description="Slack-compatible webhook for check alerts; bound to the sensor with EnvVar.",
+    )
+    dagster_ui_url: str | None = Field(
+        default=None,
+        validation_alias="FKS_DAGSTER_UI_URL",
+        description="Base URL of the Dagster UI, for links in alerts.",
+    )
+    alert_on_warn: bool = Field(default=False, validation_alias="FKS_ALERT_ON_WARN")
+    alert_dedupe_s: float = Field(default=6 * 3600, gt=0, validation_alias="FKS_ALERT_DEDUPE_S")
     asset_owners: str = Field(
         default="",
         validation_alias="FKS_ASSET_OWNERS",

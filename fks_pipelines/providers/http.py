@@ -136,6 +136,11 @@ for _name in ("httpx", "httpcore"):
     logging.getLogger(_name).addFilter(_REDACT)
 
 
+def redact_in_logs(secret: str) -> None:
+    """Write ``***`` for ``secret`` in httpx's logs (e.g. a webhook URL holding a token)."""
+    _REDACT.add(secret)
+
+
 def remaining_requests_pacing(response: httpx.Response) -> float | None:
     """``X-RateLimit-Remaining: 0``: hold off until ``Retry-After``, else the next minute."""
     if response.headers.get("X-RateLimit-Remaining") != "0":

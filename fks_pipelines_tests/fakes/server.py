@@ -27,6 +27,7 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]
     received_at: float = 0.0
+    body: bytes = b""
 
 
 @dataclass
@@ -93,6 +94,7 @@ class LocalHttpServer:
                     query=dict(parse_qsl(parts.query)),
                     headers={k.lower(): v for k, v in self.headers.items()},
                     received_at=time.monotonic(),
+                    body=self.rfile.read(int(self.headers.get("Content-Length") or 0)),
                 )
                 with outer._lock:
                     outer.requests.append(request)

@@ -1,0 +1,155 @@
+"""The alert sensor against failed checks recorded in a real instance and a real receiver."""
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from fks_pipelines.defs.alerts import AlertResource, build_alert_sensor
+from fks_pipelines.defs.assets import AssetPolicy, build_ohlcv_asset
+from fks_pipelines.defs.resources import BinanceResource, WarehouseResource
+from fks_pipelines.market.universe import load_universe
+from fks_pipelines_tests.fakes.binance import FakeBinance
+from fks_pipelines_tests.fakes.server import LocalHttpServer, Request, Response
+
+UI = "http://dagster.example:3000"
+ASSET = dg.AssetKey(["ohlcv", "binance", "1h"])
+CHECKS = [dg.AssetCheckKey(ASSET, name) for name in ("schema", "outliers", "completeness")]
+BAD_KLINE = [1704412800000, "100", "90", "95", "99", "1", 1704416399999, "99", 1, "0", "0", "0"]
+
+
+class Receiver(LocalHttpServer):
+    """A webhook receiver that can be down (HTTP 503) for a while."""
+
+    def __init__(self) -> None:
+        super().__init__(self._handle)
+        self.down = False
+
+    def _handle(self, request: Request) -> Response:
+        if self.down:
+            return Response(status=503, body=b"down")
+        return Response.json({"ok": True})
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as server:
+        yield server
+
+
+@pytest.fixture
+def binance() -> Iterator[FakeBinance]:
+    with FakeBinance() as fake:
+        yield fake
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def fail_schema(instance: dg.DagsterInstance, binance: FakeBinance, tmp_path: Path) -> None:
+    """A run whose bars break the schema: a failed ERROR check evaluation in the instance."""
+    asset = build_ohlcv_asset("binance", "1h", load_universe(), AssetPolicy(retry=None))
+    binance.scripted.append(Response.json([BAD_KLINE]))
+    result = dg.materialize(
+        [asset],
+        partition_key="2024-01-05|BTCUSDT",
+        instance=instance,
+        resources={
+            "binance": BinanceResource(base_url=binance.url, cache_dir=str(tmp_path / "c")),
+            "warehouse": WarehouseResource(url=f"sqlite:///{tmp_path / 'w.sqlite'}"),
+        },
+        raise_on_error=False,
+    )
+    assert not result.success
+
+
+def tick(
+    instance: dg.DagsterInstance, resource: AlertResource, cursor: str | None, now: float
+) -> dg.SensorResult:
+    sensor = build_alert_sensor(CHECKS, clock=lambda: now)
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"alerts": resource}
+    )
+    return sensor(context)
+
+
+def test_a_failed_error_check_alerts_once_with_a_link(
+    instance: dg.DagsterInstance, binance: FakeBinance, receiver: Receiver, tmp_path: Path
+) -> None:
+    resource = AlertResource(webhook_url=f"{receiver.url}/hook", dagster_ui_url=UI)
+    fail_schema(instance, binance, tmp_path)
+
+    first = tick(instance, resource, None, now=1000.0)
+    fail_schema(instance, binance, tmp_path)  # the same failure again
+    second = tick(instance, resource, first.cursor, now=1060.0)
+    third = tick(instance, resource, second.cursor, now=1120.0)
+
+    [message] = [json.loads(r.body) for r in receiver.requests_to("/hook")]
+    assert message["asset"] == "ohlcv/binance/1h"
+    assert message["check"] == "schema"
+    assert message["severity"] == "ERROR"
+    assert message["partitions"] == ["2024-01-05|BTCUSDT"]
+    assert "high_is_highest" in message["reason"]
+    assert message["link"] == f"{UI}/assets/ohlcv/binance/1h?view=checks"
+    assert message["text"].startswith("ERROR ohlcv/binance/1h [2024-01-05|BTCUSDT] check schema")
+    assert json.loads(third.cursor)["pending"] == []
+
+
+def test_a_receiver_that_is_down_gets_the_alert_when_it_comes_back(
+    instance: dg.DagsterInstance, binance: FakeBinance, receiver: Receiver, tmp_path: Path
+) -> None:
+    resource = AlertResource(webhook_url=f"{receiver.url}/hook", dagster_ui_url=UI)
+    fail_schema(instance, binance, tmp_path)
+    receiver.down = True
+
+    first = tick(instance, resource, None, now=1000.0)
+    receiver.down = False
+    early = tick(instance, resource, first.cursor, now=1010.0)  # before the 30 s backoff
+    later = tick(instance, resource, early.cursor, now=1031.0)
+
+    attempts = receiver.requests_to("/hook")
+    assert len(attempts) == 2  # one refused, one accepted; none during the backoff
+    assert len(json.loads(first.cursor)["pending"]) == 1
+    assert json.loads(later.cursor)["pending"] == []
+    assert json.loads(attempts[1].body)["check"] == "schema"
+
+
+def test_an_unreachable_receiver_never_blocks_the_sensor(
+    instance: dg.DagsterInstance, binance: FakeBinance, tmp_path: Path
+) -> None:
+    with Receiver() as gone:
+        url = f"{gone.url}/hook"
+    fail_schema(instance, binance, tmp_path)
+
+    result = tick(instance, AlertResource(webhook_url=url, timeout_s=1.0), None, now=1000.0)
+
+    [pending] = json.loads(result.cursor)["pending"]
+    assert pending["attempts"] == 1 and pending["next_at"] == 1030.0
+
+
+def test_warn_checks_alert_only_when_asked(
+    instance: dg.DagsterInstance, receiver: Receiver
+) -> None:
+    instance.report_runless_asset_event(
+        dg.AssetCheckEvaluation(
+            asset_key=ASSET,
+            check_name="completeness",
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="1 of 1 partitions incomplete",
+            metadata={"incomplete_partitions": dg.MetadataValue.json(["2024-01-05|BTCUSDT"])},
+        )
+    )
+    quiet = AlertResource(webhook_url=f"{receiver.url}/hook")
+    loud = AlertResource(webhook_url=f"{receiver.url}/hook", alert_on_warn=True)
+
+    tick(instance, quiet, None, now=1000.0)
+    assert receiver.requests_to("/hook") == []
+    tick(instance, loud, None, now=1000.0)
+    [message] = [json.loads(r.body) for r in receiver.requests_to("/hook")]
+    assert (message["severity"], message["partitions"]) == ("WARN", ["2024-01-05|BTCUSDT"])
