@@ -7,6 +7,7 @@ import dagster as dg
 from fks_pipelines.defs.alerts import AlertResource, build_alert_sensor
 from fks_pipelines.defs.assets import AssetPolicy, build_ohlcv_assets
 from fks_pipelines.defs.consolidated import build_consolidated_assets
+from fks_pipelines.defs.freshness import build_freshness_check, build_freshness_sensor
 from fks_pipelines.defs.resources import (
     AlphaVantageResource,
     BinanceResource,
@@ -108,12 +109,23 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "Re-consolidates a day of an instrument once a provider stored new bars for it."
         ),
     )
-    check_keys = [key for asset in (*provider_assets, *consolidated) for key in asset.check_keys]
+    freshness_checks = [build_freshness_check(t) for t in targets]
+    check_keys = [
+        key
+        for definition in (*provider_assets, *consolidated, *freshness_checks)
+        for key in definition.check_keys
+    ]
     return dg.Definitions(
         assets=[*provider_assets, *consolidated],
+        asset_checks=freshness_checks,
         jobs=[t.job for t in targets],
         schedules=[build_daily_schedule(t) for t in targets],
-        sensors=[catchup, consolidation, build_alert_sensor(check_keys)],
+        sensors=[
+            catchup,
+            consolidation,
+            build_freshness_sensor(targets),
+            build_alert_sensor(check_keys),
+        ],
         resources=resources,
     )
 

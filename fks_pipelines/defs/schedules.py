@@ -52,6 +52,7 @@ class DailyTarget:
     instruments: dict[str, Instrument]  # partition symbol -> instrument, in partition order
     start: date
     partitions_per_run: int
+    freshness_lag: timedelta = timedelta(hours=2)
 
     @property
     def key(self) -> dg.AssetKey:
@@ -118,6 +119,7 @@ def provider_targets(
                 instruments={s: universe.instruments[i] for s, i in spec.symbols.items()},
                 start=spec.start_date,
                 partitions_per_run=partitions_per_run,
+                freshness_lag=timedelta(minutes=spec.freshness_lag_minutes),
             )
         )
     return targets

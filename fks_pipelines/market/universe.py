@@ -50,6 +50,14 @@ class ProviderUniverse(BaseModel):
     symbols: dict[str, str] = Field(
         min_length=1, description="provider ticker -> canonical instrument"
     )
+    freshness_lag_minutes: int = Field(
+        default=120,
+        gt=0,
+        description=(
+            "How long after a UTC day closes its partitions should be stored; later, the "
+            "freshness check fails and the freshness sensor asks for them."
+        ),
+    )
 
     @field_validator("intervals")
     @classmethod
