@@ -212,6 +212,7 @@ def _assess(
     """
     outliers: list[OutlierResult] = []
     reports: dict[str, CompletenessReport] = {}
+    spec = universe.provider(provider)
     days = frame["ts"].dt.floor("D")
     for symbol in block.symbols:
         instrument = universe.instruments[universe.canonical(provider, symbol)]
@@ -231,7 +232,19 @@ def _assess(
             report = check_completeness(part, instrument, bar, start, start + DAY, now)
             key = partition_key(day, symbol)
             reports[str(key)] = report
-            score = quality_score(report, schema, found, None, None, None, None)
+            # Timeliness only means something for a day just closed: a backfill of last year is
+            # not late. Its expected lag is the provider's freshness lag.
+            lag = now - (start + DAY)
+            recent = lag < 2 * DAY
+            score = quality_score(
+                report,
+                schema,
+                found,
+                lag.total_seconds() if recent else None,
+                spec.freshness_lag_minutes * 60.0 if recent else None,
+                None,
+                None,
+            )
             metadata: dict[str, object] = {
                 "rows": len(part),
                 "expected_bars": report.expected,

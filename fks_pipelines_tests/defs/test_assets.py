@@ -201,3 +201,17 @@ def test_a_permanent_failure_is_not_retried(
     assert not result.success
     assert len(server.requests_to("/fapi/v1/klines")) == 1
     assert "unknown symbol" in str(result.failure_data_for_node(hourly.node_def.name).error)
+
+
+def test_only_a_day_just_closed_is_scored_for_timeliness(
+    server: FakeBinance, hourly: dg.AssetsDefinition, warehouse_url: str
+) -> None:
+    yesterday = (pd.Timestamp.now(tz="UTC").floor("D") - pd.Timedelta(days=1)).date()
+
+    old = run(hourly, server, warehouse_url)
+    recent = run(hourly, server, warehouse_url, partition=f"{yesterday.isoformat()}|BTCUSDT")
+
+    [old_meta] = old.asset_materializations_for_node(hourly.node_def.name)
+    [recent_meta] = recent.asset_materializations_for_node(hourly.node_def.name)
+    assert "quality_timeliness" not in old_meta.metadata
+    assert 0.0 <= recent_meta.metadata["quality_timeliness"].value <= 100.0
