@@ -30,11 +30,16 @@ def hourly() -> dg.AssetsDefinition:
 
 
 def run(
-    asset: dg.AssetsDefinition, server: FakeBinance, warehouse_url: str, partition: str = PARTITION
+    asset: dg.AssetsDefinition,
+    server: FakeBinance,
+    warehouse_url: str,
+    partition: str = PARTITION,
+    instance: dg.DagsterInstance | None = None,
 ) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [asset],
         partition_key=partition,
+        instance=instance,
         resources={
             "binance": BinanceResource(base_url=server.url),
             "warehouse": WarehouseResource(url=warehouse_url),
@@ -215,3 +220,18 @@ def test_only_a_day_just_closed_is_scored_for_timeliness(
     [recent_meta] = recent.asset_materializations_for_node(hourly.node_def.name)
     assert "quality_timeliness" not in old_meta.metadata
     assert 0.0 <= recent_meta.metadata["quality_timeliness"].value <= 100.0
+
+
+def test_check_results_are_recorded_in_the_instance(
+    server: FakeBinance, hourly: dg.AssetsDefinition, warehouse_url: str
+) -> None:
+    with dg.instance_for_test() as instance:
+        run(hourly, server, warehouse_url, instance=instance)
+        records = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            list(hourly.check_keys)
+        )
+
+    statuses = {key.name: record.status.value for key, record in records.items()}
+    assert statuses["schema"] == statuses["completeness"] == "SUCCEEDED"
+    # The fake's saw-tooth prices may or may not put an outlier in a given day.
+    assert statuses["outliers"] in ("SUCCEEDED", "FAILED")
