@@ -62,9 +62,12 @@ class Freshness:
             check_name=FRESHNESS,
             passed=False,
             severity=severity,
+            # The overdue minutes stay in the metadata: a description that changed every tick
+            # would make the same staleness a new alert each time.
             description=(
-                f"{len(self.stale)} partitions not stored "
-                f"{round(self.overdue.total_seconds() / 60)} min past their deadline"
+                f"{len(self.stale)} partitions not stored within "
+                f"{self.lag.total_seconds() / 60:g} min of their day's close"
+                + (" (more than a day behind)" if severity == dg.AssetCheckSeverity.ERROR else "")
             ),
             metadata={**metadata, "stale_partitions": self.stale},
         )
