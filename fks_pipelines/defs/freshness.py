@@ -97,15 +97,14 @@ def assess(target: DailyTarget, instance: dg.DagsterInstance, now: datetime) -> 
     stored = {k for k in keys if status.get(k) == dg.AssetPartitionStatus.MATERIALIZED}
     stale = [k for k in newest.values() if k not in stored]
     running = [k for k in stale if status.get(k) == dg.AssetPartitionStatus.IN_PROGRESS]
-    late = [
-        overdue(
-            DaySymbol.from_key(earlier.get(s, k) if earlier.get(s, k) not in stored else k).day,
-            at,
-            lag,
-        )
-        for s, k in newest.items()
-        if k in stale
-    ]
+    late = []
+    for symbol, key in newest.items():
+        if key not in stale:
+            continue
+        # Behind since the earliest of the two due days that is missing.
+        before = earlier.get(symbol)
+        since = before if before is not None and before not in stored else key
+        late.append(overdue(DaySymbol.from_key(since).day, at, lag))
     return Freshness(
         due=list(newest.values()),
         stale=stale,

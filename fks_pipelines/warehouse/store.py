@@ -52,6 +52,30 @@ class WarehouseError(RuntimeError):
     """A warehouse write or read failed; the table is unchanged."""
 
 
+def _check_window(keys: tuple[str, ...], what: str, start: pd.Timestamp, end: pd.Timestamp) -> None:
+    if not keys:
+        raise ValueError(f"a scope needs at least one {what}")
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("scope bounds must be timezone-aware")
+    if start >= end:
+        raise ValueError(f"empty scope window [{start}, {end})")
+
+
+def _outside(
+    frame: pd.DataFrame,
+    equal: dict[str, str],
+    column: str,
+    keys: tuple[str, ...],
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+) -> pd.DataFrame:
+    """Rows of ``frame`` not matching ``equal``, ``column`` in ``keys`` and ``[start, end)``."""
+    inside = frame[column].isin(keys) & (frame["ts"] >= start) & (frame["ts"] < end)
+    for name, value in equal.items():
+        inside &= frame[name] == value
+    return frame.loc[~inside.astype(bool)]
+
+
 @dataclass(frozen=True)
 class Scope:
     """The rows a write replaces: one provider and interval, some symbols, ``[start, end)``."""
@@ -63,23 +87,12 @@ class Scope:
     end: pd.Timestamp
 
     def __post_init__(self) -> None:
-        if not self.symbols:
-            raise ValueError("a scope needs at least one symbol")
-        if self.start.tzinfo is None or self.end.tzinfo is None:
-            raise ValueError("scope bounds must be timezone-aware")
-        if self.start >= self.end:
-            raise ValueError(f"empty scope window [{self.start}, {self.end})")
+        _check_window(self.symbols, "symbol", self.start, self.end)
 
     def outside(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Rows of ``frame`` that this scope does not cover."""
-        inside = (
-            (frame["provider"] == self.provider)
-            & (frame["interval"] == self.interval)
-            & frame["symbol"].isin(self.symbols)
-            & (frame["ts"] >= self.start)
-            & (frame["ts"] < self.end)
-        )
-        return frame.loc[~inside.astype(bool)]
+        equal = {"provider": self.provider, "interval": self.interval}
+        return _outside(frame, equal, "symbol", self.symbols, self.start, self.end)
 
 
 @dataclass(frozen=True)
@@ -92,22 +105,12 @@ class ConsolidatedScope:
     end: pd.Timestamp
 
     def __post_init__(self) -> None:
-        if not self.instruments:
-            raise ValueError("a scope needs at least one instrument")
-        if self.start.tzinfo is None or self.end.tzinfo is None:
-            raise ValueError("scope bounds must be timezone-aware")
-        if self.start >= self.end:
-            raise ValueError(f"empty scope window [{self.start}, {self.end})")
+        _check_window(self.instruments, "instrument", self.start, self.end)
 
     def outside(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Rows of ``frame`` that this scope does not cover."""
-        inside = (
-            (frame["interval"] == self.interval)
-            & frame["instrument"].isin(self.instruments)
-            & (frame["ts"] >= self.start)
-            & (frame["ts"] < self.end)
-        )
-        return frame.loc[~inside.astype(bool)]
+        equal = {"interval": self.interval}
+        return _outside(frame, equal, "instrument", self.instruments, self.start, self.end)
 
 
 class Warehouse:
