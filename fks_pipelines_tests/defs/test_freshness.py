@@ -3,31 +3,15 @@
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from functools import cache
 
 import dagster as dg
 import pytest
 
-from fks_pipelines.definitions import build_definitions
-from fks_pipelines.defs.assets import AssetPolicy, build_ohlcv_asset
 from fks_pipelines.defs.freshness import build_freshness_check, build_freshness_sensor
 from fks_pipelines.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from fks_pipelines.defs.resources import BinanceResource, WarehouseResource
-from fks_pipelines.defs.schedules import DailyTarget, provider_targets
-from fks_pipelines.market.universe import load_universe
-from fks_pipelines.settings import Settings
-
-
-@cache
-def repository() -> dg.RepositoryDefinition:
-    return build_definitions(Settings()).get_repository_def()
-
-
-def target(provider: str, interval: str) -> DailyTarget:
-    universe = load_universe()
-    asset = build_ohlcv_asset(provider, interval, universe, AssetPolicy(retry=None))
-    [made] = provider_targets(universe, [asset], 100)
-    return made
+from fks_pipelines.defs.schedules import DailyTarget
+from fks_pipelines_tests.defs.support import repository, target
 
 
 @pytest.fixture

@@ -3,42 +3,26 @@
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from functools import cache
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from fks_pipelines.definitions import build_definitions
-from fks_pipelines.defs.assets import AssetPolicy, build_ohlcv_asset
 from fks_pipelines.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from fks_pipelines.defs.resources import BinanceResource, WarehouseResource
 from fks_pipelines.defs.schedules import (
     DailyTarget,
     build_catchup_sensor,
     build_daily_schedule,
-    provider_targets,
 )
 from fks_pipelines.market.universe import Universe, load_universe
-from fks_pipelines.settings import Settings
+from fks_pipelines_tests.defs.support import repository, target
 from fks_pipelines_tests.fakes.binance import FakeBinance
-
-
-@cache
-def repository() -> dg.RepositoryDefinition:
-    """The project's jobs, which run requests name."""
-    return build_definitions(Settings()).get_repository_def()
 
 
 @pytest.fixture(scope="module")
 def universe() -> Universe:
     return load_universe()
-
-
-def target(universe: Universe, provider: str, interval: str, per_run: int = 100) -> DailyTarget:
-    asset = build_ohlcv_asset(provider, interval, universe, AssetPolicy(retry=None))
-    [made] = provider_targets(universe, [asset], per_run)
-    return made
 
 
 def ranges(requests: list[dg.RunRequest]) -> list[tuple[str, str]]:
@@ -63,7 +47,7 @@ def tick(t: DailyTarget, when: str) -> list[dg.RunRequest] | dg.SkipReason:
 
 
 def test_a_crypto_provider_runs_every_day_as_one_range(universe: Universe) -> None:
-    binance = target(universe, "binance", "1h")
+    binance = target("binance", "1h")
     for when in ("2024-07-05T00:15", "2024-07-07T00:15"):  # after a holiday, after a Saturday
         requests = tick(binance, when)
         previous = (datetime.fromisoformat(when).date() - timedelta(days=1)).isoformat()
@@ -73,7 +57,7 @@ def test_a_crypto_provider_runs_every_day_as_one_range(universe: Universe) -> No
 
 
 def test_equities_skip_weekends_and_market_holidays(universe: Universe) -> None:
-    polygon = target(universe, "polygon", "1d")  # AAPL, SPY (XNYS) and X:BTCUSD
+    polygon = target("polygon", "1d")  # AAPL, SPY (XNYS) and X:BTCUSD
 
     session = tick(polygon, "2024-07-06T00:15")  # Friday 5 July: a session
     holiday = tick(polygon, "2024-07-05T00:15")  # Thursday 4 July: Independence Day
@@ -85,7 +69,7 @@ def test_equities_skip_weekends_and_market_holidays(universe: Universe) -> None:
 
 
 def test_a_day_with_no_trading_symbol_is_skipped_with_a_reason(universe: Universe) -> None:
-    alpha_vantage = target(universe, "alpha_vantage", "1d")  # equities only
+    alpha_vantage = target("alpha_vantage", "1d")  # equities only
 
     assert tick(alpha_vantage, "2024-12-26T00:15") == (
         "no symbol of ohlcv/alpha_vantage/1d traded on 2024-12-25"
@@ -95,7 +79,7 @@ def test_a_day_with_no_trading_symbol_is_skipped_with_a_reason(universe: Univers
 def test_intraday_equities_include_the_utc_day_their_post_market_spills_into(
     universe: Universe,
 ) -> None:
-    polygon = target(universe, "polygon", "1h")
+    polygon = target("polygon", "1h")
 
     # Winter: Friday's post-market runs to 01:00 UTC Saturday; in summer it ends at 00:00 UTC.
     winter = tick(polygon, "2024-01-07T00:15")
@@ -143,7 +127,7 @@ def reported(instance: dg.DagsterInstance, t: DailyTarget, *keys: str) -> None:
 def test_catchup_launches_missing_partitions_of_trading_days_only(
     universe: Universe, instance: dg.DagsterInstance
 ) -> None:
-    polygon = target(universe, "polygon", "1d")
+    polygon = target("polygon", "1d")
     # Lookback from Tuesday 9 July: 2 to 8 July, with Independence Day and a weekend in it.
     reported(
         instance,
@@ -168,7 +152,7 @@ def test_catchup_launches_missing_partitions_of_trading_days_only(
 def test_catchup_relaunches_a_failed_partition_until_its_attempts_are_spent(
     universe: Universe, instance: dg.DagsterInstance, server: FakeBinance, tmp_path: Path
 ) -> None:
-    binance = target(universe, "binance", "1d")
+    binance = target("binance", "1d")
     days = ["2024-03-04", "2024-03-05", "2024-03-06"]
     reported(instance, binance, *(f"{d}|{s}" for d in days for s in ("ETHUSDT", "SOLUSDT")))
     reported(instance, binance, "2024-03-04|BTCUSDT", "2024-03-06|BTCUSDT")
@@ -199,7 +183,7 @@ def test_catchup_relaunches_a_failed_partition_until_its_attempts_are_spent(
 def test_catchup_groups_a_long_gap_into_ranges_like_a_backfill(
     universe: Universe, instance: dg.DagsterInstance
 ) -> None:
-    binance = target(universe, "binance", "1h", per_run=10)
+    binance = target("binance", "1h", per_run=10)
 
     result = catchup([binance], instance, "2024-02-01T00:30", lookback_days=25)
 
