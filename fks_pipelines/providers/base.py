@@ -19,7 +19,7 @@ from fks_pipelines.market.frame import drop_open_bars, empty_frame
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.quote import Quote
 from fks_pipelines.providers.breaker import BreakerState
-from fks_pipelines.providers.cache import FRAMES, QUOTES, cache_key
+from fks_pipelines.providers.cache import FRAMES, QUOTES, CacheResult, cache_key
 from fks_pipelines.providers.http import ProviderHttp, RequestStats
 from fks_pipelines.providers.ratelimit import ProviderLimits
 
@@ -121,9 +121,13 @@ class ProviderClient(ABC):
 
     def latest_price(self, symbol: str) -> Quote:
         """The provider's latest price for ``symbol``."""
+        return self.latest_price_result(symbol).value
+
+    def latest_price_result(self, symbol: str) -> CacheResult[Quote]:
+        """The provider's latest price for ``symbol``, and whether the cache served it."""
         cache = self.http.runtime.cache
         if cache is None:
-            return self._latest_price(symbol)
+            return CacheResult(self._latest_price(symbol), hit=False)
         result = cache.get_or_load(
             cache_key(self.name, "price", {"symbol": symbol}),
             QUOTES,
@@ -131,7 +135,7 @@ class ProviderClient(ABC):
             lambda _quote: self.http.runtime.config.ttl.price_s,
         )
         self._count(result.hit)
-        return result.value
+        return result
 
     @abstractmethod
     def _fetch_ohlcv(

@@ -16,6 +16,7 @@ strings.
     ├── QuotaExhausted       a daily or monthly quota is used up; retry after it rolls over
     ├── BadPayload           the answer could not be understood (malformed or unexpected body)
     └── Unavailable          server error (5xx), timeout or connection failure; transient
+        ├── TimedOut         no answer within the connect or read timeout
         └── CircuitOpen      not sent: the provider's circuit breaker is open
 """
 
@@ -116,6 +117,10 @@ class Unavailable(ProviderError):
     """A transient failure: server error, timeout or connection failure."""
 
     retryable = True
+
+
+class TimedOut(Unavailable):
+    """No answer arrived within the connect or read timeout."""
 
 
 class CircuitOpen(Unavailable):

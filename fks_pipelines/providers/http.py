@@ -28,6 +28,7 @@ from fks_pipelines.providers.errors import (
     ProviderError,
     RateLimited,
     SlotTimeout,
+    TimedOut,
     Unavailable,
 )
 
@@ -294,9 +295,7 @@ class ProviderHttp:
             response = self._client.get(path, params=query)
         except httpx.TimeoutException as exc:
             self.stats.errors += 1
-            raise Unavailable(
-                self.provider, f"{endpoint}: timed out ({type(exc).__name__})"
-            ) from None
+            raise TimedOut(self.provider, f"{endpoint}: timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             self.stats.errors += 1
             raise Unavailable(

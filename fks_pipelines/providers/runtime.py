@@ -1,8 +1,10 @@
 """The runtime a provider client runs on: cache, rate limiter, circuit breaker, retry policy.
 
 Built once per process and provider (:func:`get_runtime`), so every client of a provider in a
-process shares one limiter, one breaker and one cache connection; with Redis they are shared with
-every other process using the same Redis as well.
+process shares one limiter, one breaker and one cache connection. Their state is shared with
+other processes as well: through Redis when ``redis_url`` is set and Redis answers, else
+(embedded mode) through files under ``cache_dir`` that every process of the machine opens; only
+with neither is it kept in this process.
 """
 
 from __future__ import annotations
@@ -15,10 +17,18 @@ from pathlib import Path
 import redis
 
 from fks_pipelines.providers.breaker import CircuitBreaker
-from fks_pipelines.providers.cache import DiskBackend, RedisBackend, ResultCache, TtlPolicy
+from fks_pipelines.providers.cache import (
+    CacheBackend,
+    DiskBackend,
+    RedisBackend,
+    ResultCache,
+    TtlPolicy,
+)
 from fks_pipelines.providers.http import Timeouts
-from fks_pipelines.providers.ratelimit import ProviderLimits, RateLimiter
+from fks_pipelines.providers.ratelimit import ProviderLimits, RateLimiter, SharedLog
 from fks_pipelines.providers.state import (
+    DISK_ERRORS,
+    DiskState,
     FallbackState,
     LocalState,
     RedisState,
@@ -29,6 +39,10 @@ from fks_pipelines.providers.state import (
 log = logging.getLogger(__name__)
 _warn = WarnOnce(log)
 
+SHARED_DIR = "shared"
+"""Under ``cache_dir``: the embedded mode's limiter logs, pauses, quotas and circuits. Not a
+cache: deleting it forgets how much of today's quotas is used."""
+
 
 @dataclass(frozen=True)
 class RuntimeConfig:
@@ -36,9 +50,10 @@ class RuntimeConfig:
 
     Attributes:
         redis_url: Redis for the cache and the shared limiter/breaker state; ``None`` for the
-            embedded mode (disk cache in ``cache_dir``, limiter and breaker in-process).
-        cache_dir: Directory of the embedded disk cache; ``None`` disables caching when there is
-            no Redis either.
+            embedded mode (disk cache in ``cache_dir``, limiter and breaker state in files under
+            ``cache_dir/shared``).
+        cache_dir: Directory of the embedded disk cache and shared state; ``None`` disables
+            caching, and keeps limits and breaker in-process, when there is no Redis either.
     """
 
     redis_url: str | None = None
@@ -64,18 +79,22 @@ class ProviderRuntime:
 
 
 def build_runtime(provider: str, limits: ProviderLimits, config: RuntimeConfig) -> ProviderRuntime:
-    """A fresh runtime; prefer :func:`get_runtime`, which shares one per process."""
+    """A fresh runtime; prefer :func:`get_runtime`, which shares one per process.
+
+    Cache and state are shared through Redis when it answers (kept in-process while it fails),
+    else through files under ``cache_dir`` (likewise), else kept in-process without a cache.
+    """
     client = _redis(config.redis_url) if config.redis_url else None
-    state: SharedState = (
-        FallbackState(RedisState(client), LocalState()) if client is not None else LocalState()
-    )
-    backend = (
-        RedisBackend(client)
-        if client is not None
-        else DiskBackend(config.cache_dir)
-        if config.cache_dir is not None
-        else None
-    )
+    state: SharedState
+    shared: SharedLog | None
+    backend: CacheBackend | None
+    if client is not None:
+        state = FallbackState(RedisState(client), LocalState())
+        shared, backend = client, RedisBackend(client)
+    elif config.cache_dir is not None:
+        state, shared, backend = _embedded(config.cache_dir)
+    else:
+        state, shared, backend = LocalState(), None, None
     return ProviderRuntime(
         provider=provider,
         config=config,
@@ -83,7 +102,7 @@ def build_runtime(provider: str, limits: ProviderLimits, config: RuntimeConfig) 
             provider,
             limits,
             state,
-            client=client,
+            shared=shared,
             margin_s=config.limiter_margin_s,
             max_wait_s=config.limiter_max_wait_s,
         ),
@@ -95,6 +114,19 @@ def build_runtime(provider: str, limits: ProviderLimits, config: RuntimeConfig) 
         ),
         cache=ResultCache(backend) if backend is not None else None,
     )
+
+
+def _embedded(cache_dir: Path) -> tuple[SharedState, SharedLog | None, CacheBackend | None]:
+    """State, rate-limit logs and cache in files under ``cache_dir``, shared by the processes
+    of this machine; in-process and uncached when the files cannot be opened (a read-only or
+    full disk must not fail runs)."""
+    try:
+        backend = DiskBackend(cache_dir)
+        state = DiskState(cache_dir / SHARED_DIR / "state")
+    except DISK_ERRORS as exc:
+        _warn("disk", "Files under %s unusable (%s): caching off, state in-process", cache_dir, exc)
+        return LocalState(), None, None
+    return FallbackState(state, LocalState()), cache_dir / SHARED_DIR / "ratelimit", backend
 
 
 @cache
@@ -110,7 +142,12 @@ def _redis(url: str) -> redis.Redis | None:
     try:
         client.ping()
     except redis.RedisError as exc:
-        _warn("redis", "Redis at REDIS_URL unreachable (%s): caching off, limits in-process", exc)
+        _warn(
+            "redis",
+            "Redis at REDIS_URL unreachable (%s): cache and limits of this runtime on disk "
+            "(with a cache directory) or off and in-process",
+            exc,
+        )
         return None
     return client
 

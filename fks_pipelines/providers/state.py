@@ -1,23 +1,31 @@
-"""Small shared state for the provider runtime: in Redis when configured, else in-process.
+"""Small shared state for the provider runtime: in Redis, in files, or in-process.
 
 The circuit breaker, server-requested pauses and quotas keep a few numbers per provider. With
-Redis every process that uses the same Redis sees the same numbers, atomically; without it they
-live in this process. Either way the operations are the same.
+Redis every process that uses the same Redis sees the same numbers, atomically; without Redis
+but with a data directory (embedded mode) every process of the machine sees them through SQLite
+files (diskcache); with neither they live in this process. Either way the operations are the
+same.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
+import diskcache
 import redis
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "fks:v1"
+DISK_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, diskcache.Timeout, OSError)
+"""What shared state in files raises when it cannot be used (filelock's Timeout is an OSError)."""
+_DISK_TIMEOUT_S = 5.0  # longest wait for another process's write, as Redis's socket timeout
 
 
 def key(provider: str, *parts: str) -> str:
@@ -27,6 +35,11 @@ def key(provider: str, *parts: str) -> str:
 
 class SharedState(ABC):
     """Atomic counters, timestamps and flags with expiries."""
+
+    errors: ClassVar[tuple[type[Exception], ...]] = ()
+    """What this store raises when it cannot be used (:class:`FallbackState` falls back)."""
+    label: ClassVar[str] = "shared state"
+    """How warnings name this store."""
 
     @abstractmethod
     def get_float(self, name: str) -> float | None: ...
@@ -65,6 +78,9 @@ return value
 class RedisState(SharedState):
     """State in Redis, shared by every process using the same server."""
 
+    errors = (redis.RedisError,)
+    label = "Redis"
+
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self._raise_float = client.register_script(_RAISE_FLOAT)
@@ -85,6 +101,53 @@ class RedisState(SharedState):
 
     def delete(self, *names: str) -> None:
         self.client.delete(*names)
+
+
+class DiskState(SharedState):
+    """State in SQLite files (diskcache) under ``directory``, shared by the processes of one
+    machine, e.g. the runs of ``dagster dev`` in embedded mode.
+
+    Every read-modify-write runs in one ``transact()`` (``BEGIN IMMEDIATE``), which SQLite keeps
+    atomic across processes as Redis does a Lua script.
+    """
+
+    errors = DISK_ERRORS
+    label = "shared state files"
+
+    def __init__(self, directory: Path) -> None:
+        # No eviction by size: a quota or an open circuit must never make room for something
+        # else. Expired entries are still culled as new ones are written.
+        self.cache = diskcache.Cache(
+            str(directory), eviction_policy="none", timeout=_DISK_TIMEOUT_S
+        )
+
+    def get_float(self, name: str) -> float | None:
+        value = self.cache.get(name)
+        return float(value) if value is not None else None
+
+    def raise_float(self, name: str, value: float, ttl_s: float) -> float:
+        with self.cache.transact():
+            current = self.cache.get(name)
+            if current is not None and current >= value:
+                return float(current)
+            self.cache.set(name, value, expire=ttl_s)
+            return value
+
+    def incr(self, name: str, amount: int, ttl_s: float) -> int:
+        # As the Redis script: a counter that is new (or had expired) gets the expiry.
+        with self.cache.transact():
+            value = self.cache.incr(name, amount)
+            if self.cache.get(name, expire_time=True)[1] is None:
+                self.cache.touch(name, ttl_s)
+            return int(value)
+
+    def add(self, name: str, ttl_s: float) -> bool:
+        return bool(self.cache.add(name, 1, expire=ttl_s))
+
+    def delete(self, *names: str) -> None:
+        with self.cache.transact():
+            for name in names:
+                self.cache.delete(name)
 
 
 class LocalState(SharedState):
@@ -139,8 +202,8 @@ class LocalState(SharedState):
 
 
 class FallbackState(SharedState):
-    """Redis state that falls back to this process's state while Redis fails, so that a Redis
-    outage degrades sharing between processes instead of failing runs."""
+    """Shared state (Redis or files) that falls back to this process's state while the shared
+    store fails, so that an outage degrades sharing between processes instead of failing runs."""
 
     def __init__(self, primary: SharedState, fallback: SharedState) -> None:
         self._primary = primary
@@ -150,8 +213,13 @@ class FallbackState(SharedState):
     def _call(self, method: str, *args: object) -> Any:
         try:
             return getattr(self._primary, method)(*args)
-        except redis.RedisError as exc:
-            self._warn("redis", "Redis unavailable, provider state kept in-process: %s", exc)
+        except self._primary.errors as exc:
+            self._warn(
+                self._primary.label,
+                "%s unavailable, provider state kept in-process: %s",
+                self._primary.label,
+                exc,
+            )
             return getattr(self._fallback, method)(*args)
 
     def get_float(self, name: str) -> float | None:

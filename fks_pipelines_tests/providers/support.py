@@ -129,18 +129,44 @@ def fetch_days(
     barrier: Any,
     queue: Any,
     base_url: str,
-    redis_url: str,
+    config: dict[str, Any],
     limits: ProviderLimits,
     offsets: Sequence[int],
 ) -> None:
-    """Child: fetch one distinct day per offset (one request each), after the barrier."""
+    """Child: fetch one distinct day per offset (one request each, no retry), after the barrier,
+    on a runtime built with ``config`` (e.g. ``redis_url`` or ``cache_dir``); puts the requests
+    sent and, per offset, ``"ok"`` or the name of the provider error raised."""
     try:
-        rt = runtime(limits, redis_url=redis_url, max_attempts=1)
+        rt = runtime(limits, **{"max_attempts": 1, **config})
         with BinanceClient(base_url, runtime=rt) as client:
             barrier.wait(timeout=CHILD_TIMEOUT_S)
+            outcomes = []
             for offset in offsets:
-                client.fetch_ohlcv("BTCUSDT", HOUR, *day(offset))
-            queue.put({"requests": client.stats.requests})
+                try:
+                    client.fetch_ohlcv("BTCUSDT", HOUR, *day(offset))
+                    outcomes.append("ok")
+                except ProviderError as exc:
+                    outcomes.append(type(exc).__name__)
+            queue.put({"requests": client.stats.requests, "outcomes": outcomes})
+    except BaseException:
+        queue.put({"error": traceback.format_exc()})
+
+
+def acquire_times(
+    barrier: Any, queue: Any, config: dict[str, Any], provider: str, window: Window, count: int
+) -> None:
+    """Child: acquire ``count`` slots of ``window`` (no margin) from the limiter of a runtime
+    built with ``config`` (``redis_url`` or ``cache_dir``), after the barrier; puts the
+    wall-clock time each acquisition returned."""
+    try:
+        limits = ProviderLimits(requests=(window,))
+        limiter = runtime(limits, provider, limiter_margin_s=0.0, **config).limiter
+        barrier.wait(timeout=CHILD_TIMEOUT_S)
+        times = []
+        for _ in range(count):
+            limiter.acquire()
+            times.append(time.time())
+        queue.put({"times": times})
     except BaseException:
         queue.put({"error": traceback.format_exc()})
 

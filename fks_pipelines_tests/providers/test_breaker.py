@@ -1,18 +1,26 @@
-"""The circuit breaker, its state in-process and shared through real Redis."""
+"""The circuit breaker, its state in-process, shared through real Redis, and shared through
+files (embedded mode)."""
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from fks_pipelines.providers.binance import BinanceClient
 from fks_pipelines.providers.errors import Banned, CircuitOpen, Unavailable, UnknownSymbol
 from fks_pipelines.providers.runtime import ProviderRuntime
 from fks_pipelines_tests.fakes.binance import FakeBinance
 from fks_pipelines_tests.fakes.server import Response
-from fks_pipelines_tests.providers.support import HOUR, KLINES, day, runtime
+from fks_pipelines_tests.providers.support import (
+    HOUR,
+    KLINES,
+    day,
+    fetch_days,
+    run_children,
+    runtime,
+)
 
 RESET_S = 0.3
 
@@ -23,13 +31,16 @@ def server() -> Iterator[FakeBinance]:
         yield fake
 
 
-@pytest.fixture(params=["in-process", "redis"])
-def state(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Runtime settings keeping breaker state in this process or in real Redis (emptied)."""
-    if request.param == "in-process":
-        return {}
-    request.getfixturevalue("redis_client")
-    return {"redis_url": request.getfixturevalue("redis_url")}
+@pytest.fixture(params=["in-process", "redis", "files"])
+def state(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """Runtime settings keeping breaker state in this process, in real Redis (emptied), or in
+    files of a fresh data directory."""
+    if request.param == "redis":
+        request.getfixturevalue("redis_client")
+        return {"redis_url": request.getfixturevalue("redis_url")}
+    if request.param == "files":
+        return {"cache_dir": tmp_path / "cache"}
+    return {}
 
 
 def breaker_runtime(**config: Any) -> ProviderRuntime:
@@ -105,11 +116,11 @@ def test_a_failed_probe_opens_the_circuit_again(server: FakeBinance, state: dict
     assert len(server.requests_to(KLINES)) == 4
 
 
-def test_the_circuit_is_shared_by_runtimes_on_the_same_redis(
-    server: FakeBinance, redis_url: str, redis_client: redis.Redis
+def test_the_circuit_is_shared_by_runtimes_on_the_same_store(
+    server: FakeBinance, shared: dict[str, Any]
 ) -> None:
-    first = BinanceClient(server.url, runtime=breaker_runtime(redis_url=redis_url))
-    second = BinanceClient(server.url, runtime=breaker_runtime(redis_url=redis_url))
+    first = BinanceClient(server.url, runtime=breaker_runtime(**shared))
+    second = BinanceClient(server.url, runtime=breaker_runtime(**shared))
     with first, second:
         assert second.circuit.state == "closed"
         trip(first, server)
@@ -121,10 +132,10 @@ def test_the_circuit_is_shared_by_runtimes_on_the_same_redis(
 
 
 def test_only_one_caller_probes_while_the_others_fail_fast(
-    server: FakeBinance, redis_url: str, redis_client: redis.Redis
+    server: FakeBinance, shared: dict[str, Any]
 ) -> None:
-    prober = BinanceClient(server.url, runtime=breaker_runtime(redis_url=redis_url))
-    other = BinanceClient(server.url, runtime=breaker_runtime(redis_url=redis_url))
+    prober = BinanceClient(server.url, runtime=breaker_runtime(**shared))
+    other = BinanceClient(server.url, runtime=breaker_runtime(**shared))
     with prober, other:
         trip(prober, server)
         wait_for_state(other, "half_open")
@@ -148,6 +159,21 @@ def test_only_one_caller_probes_while_the_others_fail_fast(
     assert [r.query["symbol"] for r in server.requests_to(KLINES)][3:] == ["BTCUSDT", "ETHUSDT"]
 
 
+def test_an_open_circuit_is_seen_by_another_process(
+    server: FakeBinance, shared: dict[str, Any]
+) -> None:
+    server.failing_symbols.add("BTCUSDT")
+    config = {**shared, "breaker_failures": 3, "breaker_reset_s": 30.0}
+    [tripping] = run_children(fetch_days, [(server.url, config, BinanceClient.LIMITS, (0, 1, 2))])
+    assert tripping["outcomes"] == ["Unavailable"] * 3
+
+    with BinanceClient(server.url, runtime=breaker_runtime(**config)) as other:
+        assert other.circuit.state == "open"
+        with pytest.raises(CircuitOpen):
+            other.fetch_ohlcv("ETHUSDT", HOUR, *day())
+    assert len(server.requests_to(KLINES)) == 3
+
+
 def wait_for_requests(server: FakeBinance, count: int, timeout_s: float = 3.0) -> None:
     pause = threading.Event()
     for _ in range(int(timeout_s / 0.01)):
@@ -158,7 +184,7 @@ def wait_for_requests(server: FakeBinance, count: int, timeout_s: float = 3.0) -
 
 
 def test_a_ban_opens_the_circuit_for_its_length_without_a_retry(
-    server: FakeBinance, redis_url: str, redis_client: redis.Redis
+    server: FakeBinance, shared: dict[str, Any]
 ) -> None:
     server.scripted.append(
         Response.json(
@@ -167,8 +193,8 @@ def test_a_ban_opens_the_circuit_for_its_length_without_a_retry(
             headers={"Retry-After": "120"},
         )
     )
-    banned = BinanceClient(server.url, runtime=runtime(redis_url=redis_url))
-    other = BinanceClient(server.url, runtime=runtime(redis_url=redis_url))
+    banned = BinanceClient(server.url, runtime=runtime(**shared))
+    other = BinanceClient(server.url, runtime=runtime(**shared))
     with banned, other:
         with pytest.raises(Banned):
             banned.fetch_ohlcv("BTCUSDT", HOUR, *day())

@@ -201,6 +201,18 @@ def test_the_latest_price_is_cached_for_price_s(
     assert (client.stats.cache_hits, client.stats.cache_misses) == (1, 2)
 
 
+def test_a_price_result_says_whether_the_cache_served_it(
+    server: FakeBinance, backend: dict[str, Any]
+) -> None:
+    with BinanceClient(server.url, runtime=runtime(**backend)) as client:
+        first = client.latest_price_result("BTCUSDT")
+        second = client.latest_price_result("BTCUSDT")
+
+    assert (first.hit, second.hit) == (False, True)
+    assert second.value == first.value
+    assert len(server.requests_to(TICKER)) == 1
+
+
 def wait_until_gone(client: redis.Redis, name: bytes, timeout_s: float = 3.0) -> None:
     """Wait for Redis itself to expire ``name``."""
     done = threading.Event()

@@ -1,6 +1,7 @@
 """Failover between real local provider servers for one canonical instrument."""
 
 from collections.abc import Iterator
+from contextlib import nullcontext
 
 import pandas as pd
 import pytest
@@ -127,6 +128,40 @@ def test_a_missing_key_or_interval_makes_a_provider_unavailable(
         ("polygon", "unavailable"),
     ]
     assert "POLYGON_API_KEY" in str(caught.value)
+
+
+def test_an_answer_still_cached_is_served_while_the_circuit_is_open(
+    servers: tuple[FakeBinance, FakePolygon], redis_url: str, redis_client: object
+) -> None:
+    binance, polygon = servers
+    binance_rt = runtime(BinanceClient.LIMITS, max_attempts=1, redis_url=redis_url)
+    failover = manager(binance, polygon, binance_rt)
+    first = failover.latest_price("BTC-USD")
+    binance_rt.breaker.record_failure(open_for_s=60)
+
+    second = failover.latest_price("BTC-USD")
+
+    assert (first.provider, second.provider) == ("binance", "binance")
+    assert second.value == first.value
+    assert len(binance.requests) == 1
+    assert polygon.requests == []
+
+
+def test_a_long_lived_client_is_left_open_for_the_next_call(
+    servers: tuple[FakeBinance, FakePolygon],
+) -> None:
+    binance, _ = servers
+    client = BinanceClient(binance.url, runtime=runtime(BinanceClient.LIMITS, max_attempts=1))
+    failover = FailoverManager(
+        load_universe(), {"binance": lambda: nullcontext(client)}, priority=("binance",)
+    )
+
+    with client:
+        first = failover.latest_price("ETH-USD")
+        second = failover.latest_price("SOL-USD")
+
+    assert (first.symbol, second.symbol) == ("ETHUSDT", "SOLUSDT")
+    assert len(binance.requests) == 2
 
 
 def test_an_instrument_nobody_lists_names_itself(servers: tuple[FakeBinance, FakePolygon]) -> None:

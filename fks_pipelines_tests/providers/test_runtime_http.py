@@ -9,6 +9,7 @@ from fks_pipelines.providers.binance import BinanceClient
 from fks_pipelines.providers.errors import (
     ProviderError,
     RateLimited,
+    TimedOut,
     Unauthorized,
     Unavailable,
     UnknownSymbol,
@@ -106,6 +107,15 @@ def test_a_read_timeout_is_retried(server: FakeBinance) -> None:
         assert client.stats.errors == 1
     assert len(server.requests_to(KLINES)) == 2
     assert len(sleeps.calls) == 1
+
+
+def test_a_timeout_on_the_last_attempt_is_raised_as_timed_out(server: FakeBinance) -> None:
+    slow = Response.json([])
+    slow.delay_s = 1.0
+    server.scripted.append(slow)
+    client = client_for(server, Sleeps(), max_attempts=1, timeouts=Timeouts(connect=1, read=0.2))
+    with client, pytest.raises(TimedOut, match="klines: timed out"):
+        client.fetch_ohlcv("BTCUSDT", HOUR, *day())
 
 
 def test_a_429_on_the_last_attempt_is_raised_with_its_retry_after(server: FakeBinance) -> None:
