@@ -16,12 +16,10 @@ import pandas as pd
 from fks_pipelines.market.calendars import expected_bar_opens
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.universe import Instrument
-from fks_pipelines.quality.schema import series_codes, ts_nanos
+from fks_pipelines.quality.schema import NAT_NANOS, series_codes, series_order, ts_nanos
 
 MAX_EXAMPLES = 5
 COMPLETENESS_KEYS = ("provider", "symbol")
-
-_NAT = np.iinfo(np.int64).min
 
 
 def default_stale_run(interval: Interval) -> int:
@@ -153,13 +151,11 @@ def check_completeness(
     series = int(codes.max()) + 1 if len(codes) else 1
     lo = start.tz_convert("UTC").as_unit("ns").value
     hi = end.tz_convert("UTC").as_unit("ns").value
-    inside = (nanos != _NAT) & (nanos >= lo) & (nanos < hi)
+    inside = (nanos != NAT_NANOS) & (nanos >= lo) & (nanos < hi)
     positions = np.flatnonzero(inside)
     c, t = codes[positions], nanos[positions]
-    steps_ok = (np.diff(c) > 0) | ((np.diff(c) == 0) & (np.diff(t) >= 0))
-    if not steps_ok.all():
-        order = np.lexsort((t, c))
-        positions, c, t = positions[order], c[order], t[order]
+    order = series_order(c, t)
+    positions, c, t = positions[order], c[order], t[order]
     first = np.ones(len(t), dtype=bool)
     first[1:] = (c[1:] != c[:-1]) | (t[1:] != t[:-1])
     duplicates = int(len(t) - first.sum())

@@ -18,22 +18,40 @@ from fks_pipelines.market.universe import Instrument
 LOOKBACK_DAYS = 10
 
 
+def due_days(
+    instrument: Instrument,
+    interval: Interval,
+    now: pd.Timestamp,
+    lag: timedelta,
+    start: date,
+    count: int = 1,
+) -> list[date]:
+    """The newest ``count`` UTC days with bars that closed at least ``lag`` before ``now``,
+    newest first: the day due now, then the ones due before it.
+
+    Fewer when no more fall on or after ``start`` (the first partition) within
+    :data:`LOOKBACK_DAYS` of the last one found.
+    """
+    days: list[date] = []
+    day = (now.tz_convert("UTC") - lag).date() - timedelta(days=1)
+    gap = 0
+    while len(days) < count and day >= start and gap < LOOKBACK_DAYS:
+        if has_bars(instrument, interval, day):
+            days.append(day)
+            gap = 0
+        else:
+            gap += 1
+        day -= timedelta(days=1)
+    return days
+
+
 def due_day(
     instrument: Instrument, interval: Interval, now: pd.Timestamp, lag: timedelta, start: date
 ) -> date | None:
-    """The newest UTC day with bars that closed at least ``lag`` before ``now``.
-
-    None when no such day falls on or after ``start`` (the first partition) within
-    :data:`LOOKBACK_DAYS`.
-    """
-    day = (now.tz_convert("UTC") - lag).date() - timedelta(days=1)
-    for _ in range(LOOKBACK_DAYS):
-        if day < start:
-            return None
-        if has_bars(instrument, interval, day):
-            return day
-        day -= timedelta(days=1)
-    return None
+    """The newest UTC day with bars that closed at least ``lag`` before ``now``, or None (see
+    :func:`due_days`)."""
+    days = due_days(instrument, interval, now, lag, start)
+    return days[0] if days else None
 
 
 def overdue(day: date, now: pd.Timestamp, lag: timedelta) -> timedelta:

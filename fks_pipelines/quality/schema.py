@@ -35,7 +35,7 @@ from fks_pipelines.market.intervals import Interval
 SERIES_KEYS = ("provider", "symbol", "interval")
 MAX_EXAMPLES = 5
 
-_NAT = np.iinfo(np.int64).min
+NAT_NANOS = np.iinfo(np.int64).min  # what ts_nanos gives NaT
 _UTC_NAMES = frozenset({"UTC", "Etc/UTC", "utc", "tzutc()", "UTC+00:00"})
 # Names of pandera's built-in checks as they appear in ``failure_cases["check"]``, mapped to the
 # names this report uses; ``{column}`` is filled with the failing column.
@@ -121,6 +121,13 @@ def ts_nanos(ts: pd.Series) -> np.ndarray | None:
     if getattr(values, "unit", "ns") != "ns":
         values = values.as_unit("ns")
     return np.asarray(values.asi8, dtype=np.int64)
+
+
+def series_order(codes: np.ndarray, nanos: np.ndarray) -> np.ndarray:
+    """Positions putting rows in (series, ts) order. Canonical frames arrive sorted, so the
+    order is checked first and the sort (0.1 s per million rows) done only when needed."""
+    ordered = (np.diff(codes) > 0) | ((np.diff(codes) == 0) & (np.diff(nanos) >= 0))
+    return np.arange(len(codes)) if ordered.all() else np.lexsort((nanos, codes))
 
 
 def check_schema(frame: pd.DataFrame, interval: Interval) -> SchemaReport:
@@ -255,7 +262,7 @@ def _check_ts(
     if nanos is None:
         return  # not datetimes at all: the dtype case says so
 
-    valid = np.flatnonzero(nanos != _NAT)  # NaT is pandera's not_null
+    valid = np.flatnonzero(nanos != NAT_NANOS)  # NaT is pandera's not_null
     stamps = nanos[valid]
     off_grid = valid[stamps % (interval.seconds * 1_000_000_000) != 0]
     _add_rows(row_checks, "ts_on_grid", off_grid)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from fks_pipelines.market.frame import build_frame
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.universe import Instrument, Tolerance
 from fks_pipelines.quality.agreement import Agreement
@@ -16,26 +14,12 @@ from fks_pipelines.quality.completeness import CompletenessReport, check_complet
 from fks_pipelines.quality.outliers import OutlierDetector, OutlierResult
 from fks_pipelines.quality.schema import SchemaReport, check_schema
 from fks_pipelines.quality.score import WEIGHTS, quality_score
+from fks_pipelines_tests.quality.support import wavy_hours
 
 HOUR = Interval.parse("1h")
 DAY = pd.Timestamp("2024-01-02", tz="UTC")
 NEXT_DAY = DAY + pd.Timedelta(days=1)
 TOLERANCE = Tolerance(warn_bps=50, error_bps=500)
-
-
-def hourly(hours: pd.DatetimeIndex) -> pd.DataFrame:
-    closes = 100.0 + np.sin(np.arange(len(hours)) / 3.0)
-    return build_frame(
-        provider="binance",
-        symbol="BTCUSDT",
-        interval="1h",
-        ts=hours,
-        open=closes,
-        high=closes + 0.5,
-        low=closes - 0.5,
-        close=closes,
-        volume=np.full(len(hours), 10.0),
-    )
 
 
 def completeness(ratio: float = 1.0, present: int = 24, **counts: int) -> CompletenessReport:
@@ -93,7 +77,7 @@ def test_weights_sum_to_100() -> None:
 
 def test_clean_crafted_day_scores_100() -> None:
     hours = pd.date_range(DAY, periods=24, freq="h")
-    frame = hourly(hours)
+    frame = wavy_hours(hours)
 
     score = quality_score(
         check_completeness(frame, Instrument(asset_class="crypto"), HOUR, DAY, NEXT_DAY, NEXT_DAY),
