@@ -22,6 +22,7 @@ from fks_pipelines.defs.schedules import (
     build_daily_schedule,
     provider_targets,
 )
+from fks_pipelines.defs.webhooks import WebhookStreamResource, build_webhook_sensor
 from fks_pipelines.providers import alpha_vantage, coingecko, coinmarketcap, eodhd, polygon
 from fks_pipelines.settings import Settings
 
@@ -33,9 +34,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     warehouse_url: str | dg.EnvVar = settings.resolved_warehouse_url
     if settings.warehouse_url:
         warehouse_url = dg.EnvVar("FKS_WAREHOUSE_URL")
+    # A Redis URL may carry a password too: EnvVar, as above.
+    redis_url = dg.EnvVar("REDIS_URL") if settings.redis_url else None
     runtime = {
-        # A Redis URL may carry a password too: EnvVar, as above.
-        "redis_url": dg.EnvVar("REDIS_URL") if settings.redis_url else None,
+        "redis_url": redis_url,
         "cache_dir": str(settings.resolved_cache_dir),
         "connect_timeout_s": settings.http_connect_timeout_s,
         "read_timeout_s": settings.http_read_timeout_s,
@@ -88,6 +90,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             alert_on_warn=settings.alert_on_warn,
             dedupe_s=settings.alert_dedupe_s,
         ),
+        "webhook_stream": WebhookStreamResource(
+            redis_url=redis_url, maxlen=settings.webhook_stream_maxlen
+        ),
     }
     universe = settings.universe
     policy = AssetPolicy(
@@ -125,8 +130,17 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             consolidation,
             build_freshness_sensor(targets),
             build_alert_sensor(check_keys),
+            build_webhook_sensor(
+                targets,
+                interval_s=settings.webhook_sensor_interval_s,
+                retention_days=settings.webhook_retention_days,
+            ),
         ],
         resources=resources,
+        # A run's steps (an asset and its freshness check) are sequential and wait on the
+        # provider anyway; the multiprocess executor's extra process per step cost 4-7 s of a
+        # run's start on 2 cores (bench/backfill_dagster.py). Pools and retries still apply.
+        executor=dg.in_process_executor,
     )
 
 

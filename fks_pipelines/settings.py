@@ -1,8 +1,9 @@
 """The environment contract, read in one place.
 
 Every variable the project reads is declared here with its default; the README's configuration
-table lists the same names. Secrets (API keys) are not read here: Dagster binds them to resources
-with ``EnvVar`` so that they never appear in run config.
+table lists the same names. Secrets (API keys, URLs with passwords) are ``SecretStr`` here, for
+the HTTP service; Dagster does not take them from here but binds them to resources with
+``EnvVar``, so that they never appear in run config.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fks_pipelines.market.universe import DEFAULT_UNIVERSE_FILE, Universe, load_universe
+from fks_pipelines.providers.cache import TtlPolicy
+from fks_pipelines.providers.clients import ProviderOptions
+from fks_pipelines.providers.http import Timeouts
+from fks_pipelines.providers.runtime import RuntimeConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +32,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=PROJECT_ROOT / "data",
         validation_alias="FKS_DATA_DIR",
-        description="Directory for local state: the SQLite warehouse and the local cache.",
+        description=(
+            "Directory for local state: the SQLite warehouse, the local cache and (without"
+            " Redis) the limits and breaker state shared by processes."
+        ),
     )
     warehouse_url: str | None = Field(
         default=None,
@@ -58,8 +66,16 @@ class Settings(BaseSettings):
     coingecko_api_key: SecretStr | None = Field(
         default=None,
         validation_alias="COINGECKO_API_KEY",
-        description="Optional; only whether it is set is used here (resources bind it by EnvVar).",
+        description="Optional; Dagster's resource binds it by EnvVar when it is set.",
     )
+    polygon_api_key: SecretStr | None = Field(default=None, validation_alias="POLYGON_API_KEY")
+    coinmarketcap_api_key: SecretStr | None = Field(
+        default=None, validation_alias="COINMARKETCAP_API_KEY"
+    )
+    alpha_vantage_api_key: SecretStr | None = Field(
+        default=None, validation_alias="ALPHA_VANTAGE_API_KEY"
+    )
+    eodhd_api_key: SecretStr | None = Field(default=None, validation_alias="EODHD_API_KEY")
     coinmarketcap_base_url: str = Field(
         default="https://pro-api.coinmarketcap.com", validation_alias="FKS_COINMARKETCAP_BASE_URL"
     )
@@ -143,6 +159,51 @@ class Settings(BaseSettings):
         validation_alias="FKS_ASSET_OWNERS",
         description="Comma-separated owners shown on every asset (emails or team:<name>).",
     )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias="FKS_WEBHOOK_SECRET",
+        description="Shared secret of the webhook HMAC signatures; unset: every webhook refused.",
+    )
+    webhook_sensor_interval_s: int = Field(
+        default=30,
+        ge=5,
+        validation_alias="FKS_WEBHOOK_SENSOR_INTERVAL_S",
+        description="Seconds between evaluations of the webhook_events sensor.",
+    )
+    webhook_stream_maxlen: int = Field(
+        default=100_000,
+        ge=1,
+        validation_alias="FKS_WEBHOOK_STREAM_MAXLEN",
+        description="Approximate length the Redis stream of webhook events is capped at.",
+    )
+    webhook_retention_days: int = Field(
+        default=30,
+        ge=0,
+        validation_alias="FKS_WEBHOOK_RETENTION_DAYS",
+        description="Days a handled webhook event is kept before the sensor deletes it; 0 keeps "
+        "every event.",
+    )
+
+    api_host: str = Field(
+        default="127.0.0.1",
+        validation_alias="FKS_API_HOST",
+        description="Interface the HTTP service listens on (fks-api).",
+    )
+    api_port: int = Field(
+        default=8003, ge=1, le=65535, validation_alias="FKS_API_PORT", description="Its port."
+    )
+    api_limiter_wait_s: float = Field(
+        default=5.0,
+        gt=0,
+        validation_alias="FKS_API_LIMITER_WAIT_S",
+        description="Longest an HTTP service request waits for a provider's rate limiter.",
+    )
+    api_max_bars: int = Field(
+        default=10_000,
+        ge=1,
+        validation_alias="FKS_API_MAX_BARS",
+        description="Most bars one /api/v1/data/ohlcv request may ask for.",
+    )
 
     @property
     def resolved_warehouse_url(self) -> str:
@@ -154,6 +215,33 @@ class Settings(BaseSettings):
     @property
     def resolved_cache_dir(self) -> Path:
         return self.cache_dir or self.data_dir / "cache"
+
+    def runtime_config(self) -> RuntimeConfig:
+        """The provider runtime these settings describe (cache, TTLs, timeouts, breaker)."""
+        return RuntimeConfig(
+            redis_url=self.redis_url,
+            cache_dir=self.resolved_cache_dir,
+            ttl=TtlPolicy(
+                closed_s=self.cache_ttl_closed_s,
+                open_s=self.cache_ttl_open_s,
+                price_s=self.cache_ttl_price_s,
+            ),
+            timeouts=Timeouts(connect=self.http_connect_timeout_s, read=self.http_read_timeout_s),
+            max_attempts=self.http_max_attempts,
+            breaker_failures=self.breaker_failures,
+            breaker_reset_s=self.breaker_reset_s,
+        )
+
+    def provider_options(self, provider: str) -> ProviderOptions:
+        """Base URL, key and rate override of ``provider`` (fields ``<provider>_base_url``,
+        ``<provider>_api_key`` and ``<provider>_rps``)."""
+        key: SecretStr | None = getattr(self, f"{provider}_api_key", None)
+        return ProviderOptions(
+            base_url=getattr(self, f"{provider}_base_url"),
+            api_key=key.get_secret_value() if key is not None else None,
+            requests_per_s=getattr(self, f"{provider}_rps"),
+            plan=self.coingecko_plan,
+        )
 
     @property
     def owners(self) -> tuple[str, ...]:

@@ -155,7 +155,9 @@ class Warehouse:
                 f"{len(stray)} rows fall outside the write scope, e.g. "
                 f"{stray.iloc[0][['provider', 'symbol', 'interval', 'ts']].to_dict()}"
             )
-        with self._write(f"writing {len(frame)} {scope.provider}/{scope.interval} rows") as conn:
+        with self.transaction(
+            f"writing {len(frame)} {scope.provider}/{scope.interval} rows"
+        ) as conn:
             if self.dialect == "postgresql":
                 _write_postgres(conn, frame, scope)
             else:
@@ -176,7 +178,7 @@ class Warehouse:
                 f"{len(stray)} rows fall outside the write scope, e.g. "
                 f"{stray.iloc[0][['instrument', 'interval', 'ts']].to_dict()}"
             )
-        with self._write(f"writing {len(frame)} consolidated {scope.interval} rows") as conn:
+        with self.transaction(f"writing {len(frame)} consolidated {scope.interval} rows") as conn:
             conn.execute(
                 sa.delete(ohlcv_consolidated).where(
                     *_consolidated_filter(
@@ -189,7 +191,7 @@ class Warehouse:
         return len(frame)
 
     @contextmanager
-    def _write(self, what: str) -> Iterator[sa.Connection]:
+    def transaction(self, what: str) -> Iterator[sa.Connection]:
         """One write transaction; a database error becomes :class:`WarehouseError`."""
         try:
             with self._writer.begin() as conn:

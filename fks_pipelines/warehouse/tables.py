@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 metadata = sa.MetaData()
 
@@ -71,4 +72,69 @@ ohlcv_consolidated = sa.Table(
     ),
     comment="The consolidated series: one bar per instrument, interval and open time, taken from "
     "the most preferred provider that had it.",
+)
+
+WEBHOOK_STATUSES = ("pending", "requested", "unmapped", "ignored")
+
+webhook_events = sa.Table(
+    "webhook_events",
+    metadata,
+    sa.Column(
+        "seq",
+        # SQLite only auto-increments an INTEGER primary key; AUTOINCREMENT (below) keeps it from
+        # ever reusing a number, so the sensor's cursor can never skip a new event.
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        sa.Identity(),
+        primary_key=True,
+        comment="Arrival order; the webhook sensor's cursor.",
+    ),
+    sa.Column("id", sa.String(200), nullable=False, unique=True, comment="Event id."),
+    sa.Column(
+        "payload_hash",
+        sa.String(64),
+        nullable=False,
+        unique=True,
+        comment="SHA-256 of the event's canonical JSON; a re-delivery has the same one.",
+    ),
+    sa.Column(
+        "received_at",
+        sa.DateTime(timezone=True),
+        nullable=False,
+        comment="When the intake stored it (and acknowledged it right after), UTC.",
+    ),
+    sa.Column("source", sa.String(16), nullable=False, comment="Route: binance, polygon, generic."),
+    sa.Column("provider", sa.String(32), nullable=False, comment="Provider whose data changed."),
+    sa.Column("symbol", sa.String(64), nullable=False, comment="The provider's own ticker."),
+    sa.Column("interval", sa.String(8), nullable=False, comment="Bar length, e.g. 1h."),
+    sa.Column("window_start", sa.DateTime(timezone=True), nullable=False, comment="UTC."),
+    sa.Column("window_end", sa.DateTime(timezone=True), nullable=False, comment="UTC, exclusive."),
+    sa.Column("closed", sa.Boolean, nullable=False, comment="The bars of the window are final."),
+    sa.Column("payload", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+    sa.Column(
+        "status",
+        sa.String(16),
+        nullable=False,
+        server_default="pending",
+        comment="pending until the sensor saw it; then requested, unmapped or ignored.",
+    ),
+    sa.Column("reason", sa.Text, nullable=True, comment="Why the sensor gave it its status."),
+    sa.Column("handled_at", sa.DateTime(timezone=True), nullable=True, comment="Status set, UTC."),
+    sa.Column(
+        "published",
+        sa.Boolean,
+        nullable=False,
+        server_default=sa.false(),
+        comment="Added to the Redis stream (at least once).",
+    ),
+    sa.CheckConstraint(
+        "status IN ({})".format(", ".join(f"'{s}'" for s in WEBHOOK_STATUSES)),
+        name="webhook_events_status_known",
+    ),
+    sa.CheckConstraint("window_end > window_start", name="webhook_events_window_not_empty"),
+    sa.Index("webhook_events_status_seq", "status", "seq"),
+    sa.Index("webhook_events_published_seq", "published", "seq"),
+    sa.Index("webhook_events_handled_at", "handled_at"),
+    sqlite_autoincrement=True,
+    comment="Signed webhook events, stored before they are acknowledged; the webhook_events "
+    "sensor turns them into runs of the partitions they affect.",
 )

@@ -1,0 +1,459 @@
+"""The data routes: ``GET /api/v1/data/price`` and ``GET /api/v1/data/ohlcv``.
+
+How symbols and provider failures are handled is in :data:`SYMBOLS` and :data:`FAILURES`, which
+the OpenAPI document shows too.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+import pandas as pd
+from fastapi import APIRouter, Depends, Query
+from pydantic import TypeAdapter
+from starlette.concurrency import run_in_threadpool
+
+from fks_pipelines.api.errors import ApiError
+from fks_pipelines.api.schemas import (
+    ERROR_RESPONSES,
+    Candle,
+    CompletenessVerdict,
+    OhlcvResponse,
+    OutlierVerdict,
+    PriceResponse,
+    QualityVerdict,
+    SchemaVerdict,
+    Validation,
+)
+from fks_pipelines.api.services import Services, get_services
+from fks_pipelines.market.frame import empty_frame
+from fks_pipelines.market.intervals import Interval
+from fks_pipelines.market.universe import ProviderId, Universe
+from fks_pipelines.providers.base import utc_now
+from fks_pipelines.providers.errors import (
+    BadPayload,
+    CircuitOpen,
+    MissingCredentials,
+    ProviderError,
+    QuotaExhausted,
+    RateLimited,
+    RequestRejected,
+    TimedOut,
+    Unauthorized,
+    Unavailable,
+    UnknownSymbol,
+)
+from fks_pipelines.providers.failover import NoProviderServed
+from fks_pipelines.quality.assess import WindowAssessment, assess_window, history_start
+from fks_pipelines.quality.completeness import check_completeness
+
+log = logging.getLogger(__name__)
+
+SYMBOLS = (
+    "Without `provider`, `symbol` is a canonical instrument of the universe (`BTC-USD`, `SPY`), "
+    "served through the failover manager: the instrument's providers in the universe's priority "
+    "order, the next one when one fails or has its circuit open. With `provider`, `symbol` is "
+    "that provider's own ticker (`BTCUSDT`, `X:BTCUSD`, `AAPL.US`) or a canonical instrument it "
+    "lists, and only that provider is asked. Symbols outside the universe are refused (404) "
+    "without any upstream request."
+)
+FAILURES = (
+    "A symbol the asked provider does not know is a 404. "
+    "Provider failures answer 502 (an error answer or an unreadable one), 503 (circuit open, "
+    "rate limited, quota used up, key not configured; `Retry-After` when known) or 504 (no "
+    "answer in time); a request the provider refuses as made (an interval it does not offer) "
+    'is a 422. Every error is `{"error": {"code": ..., "message": ...}}`.'
+)
+EARLIEST = pd.Timestamp("2000-01-01", tz="UTC")
+"""Windows start here at the earliest: the trading calendars begin in 2000."""
+CANDLE_COLUMNS = ["ts", "open", "high", "low", "close", "volume"]
+CANDLES = TypeAdapter(list[Candle])
+
+SymbolParam = Annotated[
+    str,
+    Query(
+        min_length=1,
+        max_length=64,
+        description="Without provider: a canonical instrument of the universe (BTC-USD, SPY). "
+        "With provider: that provider's ticker (BTCUSDT, X:BTCUSD, AAPL.US) or a canonical "
+        "instrument it lists.",
+        examples=["BTC-USD"],
+    ),
+]
+ProviderParam = Annotated[
+    ProviderId | None,
+    Query(
+        description="Ask only this provider. Without it: the instrument's providers in the "
+        "universe's priority order, the next one when one fails or has its circuit open."
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a request names: a canonical instrument and the ``(provider, ticker)`` to ask."""
+
+    instrument: str
+    routes: list[tuple[str, str]]
+
+
+def resolve(universe: Universe, symbol: str, provider: str | None) -> Target:
+    """The instrument and routes ``symbol`` (and ``provider``) name; 404 when none."""
+    if provider is None:
+        if symbol not in universe.instruments:
+            raise ApiError(
+                404,
+                "unknown_symbol",
+                f"unknown instrument {symbol!r}; known: {', '.join(universe.instruments)} "
+                "(a provider's own ticker needs provider=...)",
+            )
+        return Target(symbol, universe.routes(symbol))
+    spec = universe.providers.get(provider)
+    if spec is None:
+        raise ApiError(
+            404,
+            "unknown_provider",
+            f"provider {provider!r} is not in the universe; it has {', '.join(universe.providers)}",
+        )
+    if symbol in spec.symbols:
+        return Target(spec.symbols[symbol], [(provider, symbol)])
+    tickers = [ticker for ticker, instrument in spec.symbols.items() if instrument == symbol]
+    if tickers:
+        return Target(symbol, [(provider, tickers[0])])
+    raise ApiError(
+        404,
+        "unknown_symbol",
+        f"{provider} lists no {symbol!r}; its tickers: {', '.join(spec.symbols)}",
+    )
+
+
+# A provider's failure as an answer: (error type, status, code, tell Retry-After), first match
+# wins, so subclasses come before their bases (UnknownSymbol, TimedOut, CircuitOpen).
+_FAILURES: tuple[tuple[type[Exception], int, str, bool], ...] = (
+    (ValueError, 422, "unsupported_interval", False),
+    (MissingCredentials, 503, "provider_not_configured", False),
+    (Unauthorized, 502, "upstream_unauthorized", False),
+    # The universe lists it, the provider does not know it: not there, and not transient.
+    (UnknownSymbol, 404, "unknown_symbol", False),
+    (RequestRejected, 422, "rejected_by_provider", False),
+    (CircuitOpen, 503, "circuit_open", True),
+    (RateLimited, 503, "upstream_rate_limited", True),
+    (QuotaExhausted, 503, "upstream_quota_exhausted", False),
+    (TimedOut, 504, "upstream_timeout", False),
+    (BadPayload, 502, "upstream_bad_payload", False),
+    (Unavailable, 502, "upstream_unavailable", False),
+)
+
+
+def provider_failure(exc: Exception) -> ApiError:
+    """The answer for a provider's failure (or its refusal of an interval: ``ValueError``)."""
+    for kind, status, code, tells_retry in _FAILURES:
+        if isinstance(exc, kind):
+            retry = getattr(exc, "retry_after", None) if tells_retry else None
+            headers = {"Retry-After": str(max(1, math.ceil(retry)))} if retry else None
+            return ApiError(status, code, str(exc), headers)
+    return ApiError(502, "upstream_error", str(exc))
+
+
+def no_provider(exc: NoProviderServed) -> ApiError:
+    """The answer when no provider served: the request's own fault (422) when every provider
+    that was asked refused it as made, else 503 naming every attempt."""
+    failures = [provider_failure(a.error) for a in exc.attempts if a.error is not None]
+    if failures and all(f.status < 500 for f in failures):
+        return ApiError(failures[0].status, failures[0].code, str(exc))
+    retries = [int(f.headers["Retry-After"]) for f in failures if "Retry-After" in f.headers]
+    headers = {"Retry-After": str(min(retries))} if retries else None
+    return ApiError(503, "no_provider_available", str(exc), headers)
+
+
+def latest_price(services: Services, symbol: str, provider: str | None) -> PriceResponse:
+    """The latest price of ``symbol`` (see :data:`SYMBOLS`), from the provider cache when it
+    holds one.
+
+    Raises:
+        ApiError: Unknown symbol or provider (404); every provider asked failed (see
+            :func:`provider_failure` and :func:`no_provider`).
+    """
+    target = resolve(services.universe, symbol, provider)
+    if provider is None:
+        try:
+            served = services.failover.serve(
+                target.instrument, lambda client, ticker: client.latest_price_result(ticker)
+            )
+        except NoProviderServed as exc:
+            raise _logged(no_provider(exc)) from None
+        provider, ticker, result = served.provider, served.symbol, served.value
+    else:
+        [(provider, ticker)] = target.routes
+        try:
+            result = services.client(provider).latest_price_result(ticker)
+        except ProviderError as exc:
+            raise _logged(provider_failure(exc)) from None
+    quote = result.value
+    return PriceResponse(
+        symbol=target.instrument,
+        provider=provider,
+        provider_symbol=ticker,
+        price=quote.price,
+        ts=quote.ts.to_pydatetime(warn=False),  # sub-microsecond digits mean nothing
+        cached=result.hit,
+    )
+
+
+def parse_window(
+    interval: str, start: datetime, end: datetime, now: pd.Timestamp, max_bars: int
+) -> tuple[Interval, pd.Timestamp, pd.Timestamp]:
+    """The interval and ``[start, end)`` in UTC, ``end`` clipped to the bar open at ``now``
+    (later bars have not closed); 422 when they make no sense."""
+    try:
+        bar = Interval.parse(interval)
+    except ValueError as exc:
+        raise ApiError(422, "bad_interval", str(exc)) from None
+    first, last = _utc(start), _utc(end)
+    if last <= first:
+        raise ApiError(422, "bad_window", f"end ({last.isoformat()}) must be after start")
+    if first < EARLIEST:
+        raise ApiError(422, "bad_window", f"start must be {EARLIEST.date()} or later")
+    open_bar = now.floor(bar.offset)
+    last = min(last, open_bar)
+    if first >= last:
+        raise ApiError(
+            422,
+            "bad_window",
+            f"no {bar} bar opening in the window has closed yet (the open bar began at "
+            f"{open_bar.isoformat()})",
+        )
+    bars = bar.bars_between(first, last)
+    if bars > max_bars:
+        raise ApiError(
+            422,
+            "window_too_large",
+            f"the window holds {bars} {bar} bars; at most {max_bars} per request",
+        )
+    return bar, first, last
+
+
+def _utc(value: datetime) -> pd.Timestamp:
+    """A timezone-aware UTC timestamp; a naive time is read as UTC."""
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, OverflowError) as exc:  # beyond pandas' years 1677-2262
+        raise ApiError(422, "bad_window", f"unsupported time {value.isoformat()}: {exc}") from None
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+@dataclass(frozen=True)
+class Bars:
+    """Bars of one provider ticker and where they came from (``warehouse`` or ``provider``)."""
+
+    provider: str
+    symbol: str
+    frame: pd.DataFrame
+    source: str
+
+
+def fetch_bars(
+    services: Services,
+    target: Target,
+    explicit: bool,
+    bar: Interval,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    now: pd.Timestamp,
+) -> Bars:
+    """Stored bars when the warehouse holds the whole window for one of the routes (in
+    priority order), else the provider's (through its cache)."""
+    instrument = services.universe.instruments[target.instrument]
+    for provider, ticker in target.routes:
+        stored = services.stored_ohlcv(provider, bar, ticker, start, end)
+        if stored is None:
+            break  # the warehouse is down: go to the providers
+        report = check_completeness(stored, instrument, bar, start, end, now)
+        if report.expected and not report.missing:
+            return Bars(provider, ticker, stored, "warehouse")
+    if explicit:
+        [(provider, ticker)] = target.routes
+        try:
+            frame = services.client(provider).fetch_ohlcv(ticker, bar, start, end)
+        except (ValueError, ProviderError) as exc:
+            raise _logged(provider_failure(exc)) from None
+        return Bars(provider, ticker, frame, "provider")
+    try:
+        served = services.failover.fetch_ohlcv(target.instrument, bar, start, end)
+    except NoProviderServed as exc:
+        # A provider that answered without bars (a weekend, a window before its history) has
+        # the answer: there are none.
+        for attempt in exc.attempts:
+            if attempt.outcome == "incomplete":
+                return Bars(attempt.provider, attempt.symbol, empty_frame(), "provider")
+        raise _logged(no_provider(exc)) from None
+    return Bars(served.provider, served.symbol, served.value, "provider")
+
+
+def ohlcv(
+    services: Services,
+    symbol: str,
+    interval: str,
+    start: datetime,
+    end: datetime,
+    provider: str | None,
+    validate: bool,
+) -> OhlcvResponse:
+    """Closed bars of ``symbol`` in ``[start, end)``, with the quality verdict when
+    ``validate``: computed by :func:`~fks_pipelines.quality.assess.assess_window` against the
+    stored history before ``start``, as the provider assets' checks do.
+
+    Raises:
+        ApiError: Bad interval or window (422), unknown symbol or provider (404), or every
+            provider asked failed.
+    """
+    now = utc_now()
+    bar, first, last = parse_window(interval, start, end, now, services.settings.api_max_bars)
+    target = resolve(services.universe, symbol, provider)
+    bars = fetch_bars(services, target, provider is not None, bar, first, last, now)
+    validation = None
+    if validate:
+        history = services.stored_ohlcv(
+            bars.provider, bar, bars.symbol, history_start(first, bar), first
+        )
+        lag_s = services.universe.providers[bars.provider].freshness_lag_minutes * 60.0
+        assessed = assess_window(
+            bars.frame,
+            empty_frame() if history is None else history,
+            services.universe.instruments[target.instrument],
+            bar,
+            first,
+            last,
+            now,
+            lag_s,
+        )
+        validation = _validation(assessed)
+    return OhlcvResponse(
+        symbol=target.instrument,
+        provider=bars.provider,
+        provider_symbol=bars.symbol,
+        interval=bar.name,
+        start=first.to_pydatetime(),
+        end=last.to_pydatetime(),
+        source=bars.source,
+        candles=CANDLES.validate_python(bars.frame.loc[:, CANDLE_COLUMNS].to_dict("records")),
+        validation=validation,
+    )
+
+
+def _validation(assessed: WindowAssessment) -> Validation:
+    schema, completeness, score = assessed.schema, assessed.completeness, assessed.score
+    return Validation(
+        schema=SchemaVerdict(
+            passed=schema.passed,
+            rows=schema.rows,
+            failures=schema.failures,
+            failing_rows=schema.failing_rows,
+            checks=schema.checks,
+            examples=schema.examples,
+        ),
+        outliers=[
+            OutlierVerdict(
+                field=result.field,
+                method=result.method,
+                threshold=result.threshold,
+                count=result.count,
+                scored=result.scored,
+                max_score=result.max_score,
+                severity=result.severity,
+                examples=result.examples,
+            )
+            for result in assessed.outliers
+        ],
+        completeness=CompletenessVerdict(
+            expected=completeness.expected,
+            present=completeness.present,
+            missing=completeness.missing,
+            duplicates=completeness.duplicates,
+            open_bars=completeness.open_bars,
+            stale_runs=completeness.stale_runs,
+            ratio=completeness.ratio,
+            missing_examples=completeness.missing_examples,
+        ),
+        quality=QualityVerdict(score=score.score, parts=score.parts, weights=score.weights),
+    )
+
+
+def _logged(error: ApiError) -> ApiError:
+    """``error``, logged: a warning when a provider failed, info when it refused the request."""
+    level = logging.WARNING if error.status >= 500 else logging.INFO
+    log.log(level, "answering %d %s: %s", error.status, error.code, error.message)
+    return error
+
+
+# The routes are ``async`` and send the blocking work (Redis, providers, warehouse) to the thread
+# pool themselves: FastAPI would run a sync route's response serialisation there too, a second
+# thread hop per request (measured: about 200 µs of CPU, more than a cached lookup costs).
+router = APIRouter(prefix="/api/v1/data", tags=["data"])
+
+
+@router.get(
+    "/price",
+    response_model=PriceResponse,
+    responses=ERROR_RESPONSES,
+    summary="The latest price of an instrument",
+    description=(
+        "The latest price from the provider cache when it holds one younger than "
+        "`FKS_CACHE_TTL_PRICE_S` (`cached: true`, no upstream request), else from upstream. "
+        f"{SYMBOLS} {FAILURES}"
+    ),
+)
+async def price_route(
+    symbol: SymbolParam,
+    services: Annotated[Services, Depends(get_services)],
+    provider: ProviderParam = None,
+) -> PriceResponse:
+    """``GET /api/v1/data/price``."""
+    return await run_in_threadpool(latest_price, services, symbol, provider)
+
+
+@router.get(
+    "/ohlcv",
+    response_model=OhlcvResponse,
+    responses=ERROR_RESPONSES,
+    summary="Closed OHLCV bars of an instrument in [start, end)",
+    description=(
+        "Closed bars opening in `[start, end)` (ISO-8601; a time without offset is UTC; `end` "
+        "is clipped to the bar still open). From the warehouse when it stores every bar the "
+        "instrument's calendar expects in the window, else from the provider through its cache. "
+        "At most `FKS_API_MAX_BARS` bars per request. `validate=true` adds the verdict of the "
+        "provider assets' checks: schema, outliers, completeness and quality score "
+        f"(`validation` is null without it). {SYMBOLS} {FAILURES}"
+    ),
+)
+async def ohlcv_route(
+    symbol: SymbolParam,
+    interval: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=8,
+            description="Bar length that tiles a UTC day: 1m, 5m, 15m, 1h, 4h, 1d, ...",
+            examples=["1h"],
+        ),
+    ],
+    start: Annotated[
+        datetime,
+        Query(description="Window start (inclusive), ISO-8601.", examples=["2024-01-05T00:00Z"]),
+    ],
+    end: Annotated[
+        datetime,
+        Query(description="Window end (exclusive), ISO-8601.", examples=["2024-01-06T00:00Z"]),
+    ],
+    services: Annotated[Services, Depends(get_services)],
+    provider: ProviderParam = None,
+    validate: Annotated[bool, Query(description="Add the quality verdict (`validation`).")] = False,
+) -> OhlcvResponse:
+    """``GET /api/v1/data/ohlcv``."""
+    return await run_in_threadpool(
+        ohlcv, services, symbol, interval, start, end, provider, validate
+    )

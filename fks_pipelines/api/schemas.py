@@ -1,0 +1,155 @@
+"""What the HTTP service answers: one pydantic model per response, shown in the OpenAPI document.
+
+Times are ISO-8601 in UTC (``2024-01-05T00:00:00Z``); prices and volumes are JSON numbers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from fks_pipelines.api.errors import ErrorBody
+
+
+class PriceResponse(BaseModel):
+    """The latest price of an instrument at one provider."""
+
+    symbol: str = Field(description="The canonical instrument, e.g. BTC-USD.")
+    provider: str = Field(description="The provider that served the price.")
+    provider_symbol: str = Field(description="The provider's own ticker, e.g. BTCUSDT.")
+    price: float = Field(description="The latest price, in the instrument's quote currency.")
+    ts: datetime = Field(description="When the provider says the price was current (UTC).")
+    cached: bool = Field(
+        description="True when served from the provider cache (no upstream request)."
+    )
+
+
+class Candle(BaseModel):
+    """One closed bar."""
+
+    ts: datetime = Field(description="Open time of the bar (UTC).")
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+class SchemaVerdict(BaseModel):
+    """The schema check of the provider assets (pandera model plus time-grid checks)."""
+
+    passed: bool
+    rows: int
+    failures: int = Field(description="Failing rows plus frame-level cases.")
+    failing_rows: int
+    checks: dict[str, int] = Field(description="Failed check -> failing rows.")
+    examples: list[dict[str, Any]] = Field(description="A few failures, frame-level first.")
+
+
+class OutlierVerdict(BaseModel):
+    """Outliers of one field against the rolling baseline of the bars before each bar."""
+
+    field: str
+    method: str
+    threshold: float
+    count: int
+    scored: int
+    max_score: float | None
+    severity: Literal["none", "low", "medium", "high"]
+    examples: list[str] = Field(description="The worst outliers: symbol, time, value, score.")
+
+
+class CompletenessVerdict(BaseModel):
+    """Bars present against the bars the instrument's calendar expects in the window."""
+
+    expected: int
+    present: int
+    missing: int
+    duplicates: int
+    open_bars: int
+    stale_runs: int
+    ratio: float
+    missing_examples: list[str]
+
+
+class QualityVerdict(BaseModel):
+    """The 0-100 quality score and the parts it was made of (see ``quality/score.py``)."""
+
+    score: float | None
+    parts: dict[str, float]
+    weights: dict[str, float]
+
+
+class Validation(BaseModel):
+    """The verdict of the provider assets' checks on the returned bars."""
+
+    schema_: SchemaVerdict = Field(alias="schema")
+    outliers: list[OutlierVerdict]
+    completeness: CompletenessVerdict
+    quality: QualityVerdict
+
+
+class OhlcvResponse(BaseModel):
+    """Closed bars of one instrument in ``[start, end)``."""
+
+    symbol: str = Field(description="The canonical instrument.")
+    provider: str = Field(description="The provider whose bars these are.")
+    provider_symbol: str = Field(description="The provider's own ticker.")
+    interval: str
+    start: datetime
+    end: datetime
+    source: Literal["warehouse", "provider"] = Field(
+        description="warehouse: stored bars covering the whole window; provider: fetched "
+        "through the provider cache."
+    )
+    candles: list[Candle]
+    validation: Validation | None = Field(
+        default=None, description="The quality verdict with validate=true; null without."
+    )
+
+
+class ComponentHealth(BaseModel):
+    """A dependency of the service: Redis or the warehouse."""
+
+    state: Literal["ok", "degraded", "down", "not_configured"]
+    detail: str | None = None
+
+
+class ProviderHealth(BaseModel):
+    """A provider's key and circuit, as every process sharing the Redis sees the circuit."""
+
+    configured: bool = Field(description="False when the provider's key is not set.")
+    circuit: Literal["closed", "open", "half_open", "unknown"]
+    failures: int = Field(description="Consecutive failed calls counted by the breaker.")
+    retry_after_s: float | None = Field(description="Seconds until an open circuit probes.")
+    detail: str | None = None
+
+
+class HealthResponse(BaseModel):
+    """The service is up; what it depends on may not be."""
+
+    status: Literal["ok", "degraded"]
+    degraded: list[str] = Field(description="What is down or open, e.g. redis, provider:polygon.")
+    redis: ComponentHealth
+    warehouse: ComponentHealth
+    providers: dict[str, ProviderHealth]
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "Unknown symbol or provider."},
+    422: {
+        "model": ErrorBody,
+        "description": "Bad parameters: interval, dates, window, or a request the provider "
+        "refuses as made.",
+    },
+    502: {"model": ErrorBody, "description": "The provider answered with an error or garbage."},
+    503: {
+        "model": ErrorBody,
+        "description": "No provider can serve now: circuit open, rate limited, quota used up, "
+        "key not configured. Retry-After when known.",
+    },
+    504: {"model": ErrorBody, "description": "The provider did not answer in time."},
+    500: {"model": ErrorBody, "description": "A bug; the service's log has the traceback."},
+}

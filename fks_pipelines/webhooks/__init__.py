@@ -1,0 +1,1 @@
+"""Signed webhook intake: signatures, event shapes, the Redis stream, the intake itself."""

@@ -1,0 +1,155 @@
+"""Parsing the three webhook shapes into one event model, and refusing everything else."""
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from fks_pipelines.webhooks.events import EventError, canonical_hash, parse_events
+from fks_pipelines_tests.webhooks.samples import BINANCE_DOCS_KLINE, GENERIC, POLYGON_DOCS_AM, body
+
+
+def test_a_binance_kline_event() -> None:
+    delivery = parse_events("binance", body(BINANCE_DOCS_KLINE))
+
+    [event] = delivery.events
+    assert not delivery.batch
+    assert event.id == "binance:BTCUSDT:1m:1638747660000:1638747660000"
+    assert (event.source, event.provider, event.symbol, event.interval) == (
+        "binance",
+        "binance",
+        "BTCUSDT",
+        "1m",
+    )
+    assert event.start == datetime(2021, 12, 5, 23, 41, tzinfo=UTC)
+    assert event.end == datetime(2021, 12, 5, 23, 42, tzinfo=UTC)  # T + 1 ms
+    assert event.closed is False
+    assert event.payload == BINANCE_DOCS_KLINE  # kept whole, unknown fields included
+    assert event.payload_hash == canonical_hash(BINANCE_DOCS_KLINE)
+
+
+def test_a_polygon_list_of_minute_aggregates() -> None:
+    later = {**POLYGON_DOCS_AM, "sym": "AAPL", "s": 1610144700000, "e": 1610144760000}
+
+    delivery = parse_events("polygon", body([POLYGON_DOCS_AM, later]))
+
+    assert delivery.batch
+    assert [e.id for e in delivery.events] == [
+        "polygon:AM:GTE:1610144640000",
+        "polygon:AM:AAPL:1610144700000",
+    ]
+    first = delivery.events[0]
+    assert (first.provider, first.interval, first.closed) == ("polygon", "1m", True)
+    assert first.start == datetime(2021, 1, 8, 22, 24, tzinfo=UTC)
+    assert first.end == datetime(2021, 1, 8, 22, 25, tzinfo=UTC)
+
+
+def test_a_single_polygon_event_is_accepted_too() -> None:
+    assert not parse_events("polygon", body(POLYGON_DOCS_AM)).batch
+
+
+def test_a_generic_event_is_identified_by_its_payload_or_its_sender_id() -> None:
+    [event] = parse_events("generic", body(GENERIC)).events
+    [named] = parse_events("generic", body({**GENERIC, "id": "eod-2024-01-08"})).events
+
+    assert event.id == f"generic:sha256:{canonical_hash(GENERIC)}"
+    assert (event.provider, event.symbol, event.interval) == ("eodhd", "AAPL.US", "1d")
+    assert (event.start, event.end) == (
+        datetime(2024, 1, 5, tzinfo=UTC),
+        datetime(2024, 1, 9, tzinfo=UTC),
+    )
+    assert named.id == "generic:id:eod-2024-01-08"
+
+
+def test_the_payload_hash_ignores_key_order_and_spacing() -> None:
+    reordered = json.dumps(dict(reversed(GENERIC.items())), indent=2).encode()
+
+    [a] = parse_events("generic", body(GENERIC)).events
+    [b] = parse_events("generic", reordered).events
+
+    assert (a.id, a.payload_hash) == (b.id, b.payload_hash)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"{", b"not json", b'{"e": NaN}', b"\xff\xfe\x00", b"[" * 100_000 + b"]" * 100_000],
+)
+def test_a_body_that_is_not_json_is_malformed(raw: bytes) -> None:
+    with pytest.raises(EventError) as refused:
+        parse_events("binance", raw)
+
+    assert refused.value.kind == "malformed"
+
+
+def kline(**changes: object) -> dict[str, object]:
+    return {**BINANCE_DOCS_KLINE, "k": {**BINANCE_DOCS_KLINE["k"], **changes}}  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize(
+    ("source", "payload", "says"),
+    [
+        ("binance", [], "empty list"),
+        ("binance", 42, "expected a JSON object"),
+        ("binance", [BINANCE_DOCS_KLINE, "x"], "event 1: expected a JSON object"),
+        ("binance", POLYGON_DOCS_AM, "not a BinanceKlineEvent"),  # the wrong route's shape
+        ("binance", {**BINANCE_DOCS_KLINE, "e": "aggTrade"}, "e: Input should be 'kline'"),
+        ("binance", kline(o=None), "k.o"),
+        ("binance", kline(o="1,5"), "k.o"),
+        ("binance", kline(x="true"), "k.x"),
+        ("binance", kline(t="1638747660000"), "k.t"),
+        ("binance", kline(t=-1), "k.t"),
+        ("binance", kline(T=10**20), "k.T"),
+        ("binance", kline(T=1638747660000), "close time"),
+        ("binance", kline(h="0.0010"), "high"),
+        ("binance", kline(s="ETHUSDT"), "differs"),
+        ("binance", {**BINANCE_DOCS_KLINE, "s": "BTC USDT"}, "s: String should match"),
+        ("polygon", {**POLYGON_DOCS_AM, "ev": "A"}, "ev"),
+        ("polygon", {**POLYGON_DOCS_AM, "e": 1610144640001}, "60000 ms"),
+        ("polygon", {**POLYGON_DOCS_AM, "v": -1}, "volume"),
+        ("generic", {**GENERIC, "event": "ohlcv.deleted"}, "event"),
+        ("generic", {**GENERIC, "end": GENERIC["start"]}, "end must be after start"),
+        ("generic", {**GENERIC, "start": "2024-01-05T00:00:00"}, "timezone"),
+        ("generic", {**GENERIC, "provider": "Binance!"}, "provider"),
+        ("generic", {**GENERIC, "interval": "hourly"}, "interval"),
+        ("generic", {**GENERIC, "symbol": "x" * 65}, "symbol"),
+        ("generic", {**GENERIC, "extra": 1}, "extra: Extra inputs are not permitted"),
+        ("generic", {**GENERIC, "id": "a b"}, "id"),
+        ("generic", {k: v for k, v in GENERIC.items() if k != "symbol"}, "symbol: Field required"),
+        ("polygon", {**POLYGON_DOCS_AM, "note": "a\x00b"}, "NUL"),
+        ("polygon", {**POLYGON_DOCS_AM, "note": "\ud800"}, "invalid Unicode"),
+    ],
+)
+def test_an_unknown_shape_or_a_bad_field_is_invalid(
+    source: str, payload: object, says: str
+) -> None:
+    with pytest.raises(EventError) as refused:
+        parse_events(source, body(payload))
+
+    assert refused.value.kind == "invalid"
+    assert says in refused.value.message
+
+
+def test_a_number_beyond_a_float_is_invalid() -> None:
+    raw = json.dumps(POLYGON_DOCS_AM).replace('"c": 0.4486', '"c": 1e400').encode()
+
+    with pytest.raises(EventError) as refused:
+        parse_events("polygon", raw)
+
+    assert "c: Input should be a finite number" in refused.value.message
+
+
+@pytest.mark.parametrize("depth", [40, 990, 5000])
+def test_deeply_nested_extra_fields_are_refused(depth: int) -> None:
+    nested = "[" * depth + "1" + "]" * depth
+    raw = json.dumps({**POLYGON_DOCS_AM, "extra": "X"}).replace('"X"', nested).encode()
+
+    with pytest.raises(EventError, match=r"nested|recursion"):
+        parse_events("polygon", raw)
+
+
+def test_nesting_within_the_limit_is_kept() -> None:
+    nested = {"a": [[{"b": [1, 2]}]]}
+
+    [event] = parse_events("polygon", body({**POLYGON_DOCS_AM, "extra": nested})).events
+
+    assert event.payload["extra"] == nested
