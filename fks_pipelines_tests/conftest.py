@@ -8,6 +8,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -70,9 +71,9 @@ def pg_warehouse_url(postgres_url: str) -> str:
     engine = sa.create_engine(postgres_url, poolclass=sa.NullPool)
     try:
         with engine.begin() as conn:
-            for table in ("ohlcv", "ohlcv_consolidated"):
+            for table in ("ohlcv", "ohlcv_consolidated", "webhook_events"):
                 if conn.execute(sa.text(f"SELECT to_regclass('{table}')")).scalar() is not None:
-                    conn.execute(sa.text(f"TRUNCATE {table}"))
+                    conn.execute(sa.text(f"TRUNCATE {table} RESTART IDENTITY"))
     finally:
         engine.dispose()
     return postgres_url
@@ -132,9 +133,25 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+@pytest.fixture(params=["redis", "files"])
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """Runtime settings under which processes share limits, pauses, quotas and circuits: real
+    Redis (its database emptied), or files in a fresh data directory (embedded mode)."""
+    if request.param == "redis":
+        request.getfixturevalue("redis_client")
+        return {"redis_url": request.getfixturevalue("redis_url")}
+    return {"cache_dir": tmp_path / "cache"}
+
+
 @pytest.fixture(autouse=True)
 def _fresh_provider_runtimes() -> Iterator[None]:
     """Provider runtimes (limiter, breaker) are per process; give every test its own."""
     get_runtime.cache_clear()
     yield
     get_runtime.cache_clear()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (``pytest.mark.anyio``) run on asyncio, the loop uvicorn serves the API on."""
+    return "asyncio"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from urllib.parse import quote
 
 import httpx
@@ -37,7 +37,6 @@ class Alert:
     run_id: str | None = None
     attempts: int = 0
     next_at: float = 0.0
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> str:

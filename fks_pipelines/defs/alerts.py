@@ -11,6 +11,7 @@ short timeout, the alert stays in the cursor and is retried on later ticks with 
 backoff, at most :data:`MAX_ATTEMPTS` times.
 """
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -131,12 +132,10 @@ def build_alert_sensor(
                     else:
                         attempts = alert.attempts + 1
                         still.append(
-                            Alert.from_json(
-                                {
-                                    **alert.to_json(),
-                                    "attempts": attempts,
-                                    "next_at": now + next_attempt_delay(attempts),
-                                }
+                            dataclasses.replace(
+                                alert,
+                                attempts=attempts,
+                                next_at=now + next_attempt_delay(attempts),
                             )
                         )
         cursor = json.dumps(

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from fks_pipelines.defs.checks import (
@@ -25,10 +26,10 @@ from fks_pipelines.defs.resources import ProviderResource
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.universe import Universe
 from fks_pipelines.providers.errors import QuotaExhausted, RequestRejected
+from fks_pipelines.quality.assess import detect_outliers, history_start, window_score
 from fks_pipelines.quality.completeness import CompletenessReport, check_completeness
-from fks_pipelines.quality.outliers import OutlierDetector, OutlierResult
+from fks_pipelines.quality.outliers import OutlierResult
 from fks_pipelines.quality.schema import SchemaReport, check_schema
-from fks_pipelines.quality.score import quality_score
 from fks_pipelines.warehouse.store import Scope, Warehouse
 
 GROUP = "market_data"
@@ -50,8 +51,9 @@ class AssetPolicy:
     """What every OHLCV asset declares beyond its data: retries, backfill runs, owners."""
 
     retry: dg.RetryPolicy | None = TRANSIENT_RETRY
-    # Measured here: ~234 ms of Dagster overhead per run against ~33 ms per partition inside a
-    # range run. A range run fetches each symbol's days as one window and writes them once.
+    # A run launched by the daemon costs ~7-11 s of process starts here before its first
+    # request, against ~33 ms per partition inside a range run (bench/backfill_dagster.py). A
+    # range run fetches each symbol's days as one window and writes them once.
     partitions_per_run: int = 100
     owners: tuple[str, ...] = ()
 
@@ -190,10 +192,6 @@ def build_ohlcv_asset(
     return _ohlcv
 
 
-# Close returns and log volume against the 48 bars before each bar (MAD, threshold 3).
-DETECTOR = OutlierDetector()
-
-
 def _assess(
     context: dg.AssetExecutionContext,
     universe: Universe,
@@ -213,37 +211,28 @@ def _assess(
     outliers: list[OutlierResult] = []
     reports: dict[str, CompletenessReport] = {}
     spec = universe.provider(provider)
-    days = frame["ts"].dt.floor("D")
+    # One history query for the block, and each (symbol, day)'s rows located once.
+    history = warehouse.read_ohlcv(
+        provider, bar.name, list(block.symbols), history_start(block.start, bar), block.start
+    )
+    histories = dict(list(history.groupby("symbol", sort=False, observed=True)))
+    rows = frame.groupby(
+        [frame["symbol"], frame["ts"].dt.floor("D")], sort=False, observed=True
+    ).indices
+    no_rows = np.array([], dtype=np.intp)
     for symbol in block.symbols:
         instrument = universe.instruments[universe.canonical(provider, symbol)]
-        of_symbol = frame["symbol"] == symbol
-        history = warehouse.read_ohlcv(
-            provider, bar.name, [symbol], block.start - DETECTOR.window * bar.offset, block.start
-        )
-        found = DETECTOR.detect(
-            pd.concat([history, frame.loc[of_symbol]], ignore_index=True),
-            fields=("close", "volume"),
-            since=block.start,
-        )
+        own = frame.loc[frame["symbol"] == symbol]
+        found = detect_outliers(histories.get(symbol, history.iloc[:0]), own, block.start)
         outliers += found
         for day in block.days:
             start = pd.Timestamp(day, tz="UTC")
-            part = frame.loc[of_symbol & (days == start)]
+            part = frame.iloc[rows.get((symbol, start), no_rows)]
             report = check_completeness(part, instrument, bar, start, start + DAY, now)
             key = partition_key(day, symbol)
             reports[str(key)] = report
-            # Timeliness only means something for a day just closed: a backfill of last year is
-            # not late. Its expected lag is the provider's freshness lag.
-            lag = now - (start + DAY)
-            recent = lag < 2 * DAY
-            score = quality_score(
-                report,
-                schema,
-                found,
-                lag.total_seconds() if recent else None,
-                spec.freshness_lag_minutes * 60.0 if recent else None,
-                None,
-                None,
+            score = window_score(
+                report, schema, found, start + DAY, now, spec.freshness_lag_minutes * 60.0
             )
             metadata: dict[str, object] = {
                 "rows": len(part),

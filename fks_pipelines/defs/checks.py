@@ -112,9 +112,7 @@ def outliers_result(results: Iterable[OutlierResult]) -> dg.AssetCheckResult:
         scores = [r.max_score for r in of_field if r.max_score is not None]
         if scores:
             metadata[f"outliers_{name}_max_score"] = max(scores)
-        examples = [
-            e for r in of_field for e in r.as_metadata().get(f"outliers_{name}_examples", [])
-        ]
+        examples = [e for r in of_field for e in r.examples]
         if examples:
             metadata[f"outliers_{name}_examples"] = examples[:MAX_LISTED]
     if worst in ("high", "medium"):
@@ -166,13 +164,11 @@ def completeness_result(reports: Mapping[str, CompletenessReport]) -> dg.AssetCh
     )
 
 
-def agreement_result(
-    agreements: Mapping[str, Agreement], error_bps: Mapping[str, float]
-) -> dg.AssetCheckResult:
-    """``agreements`` per partition key; ``error_bps`` the hard limit per partition key."""
-    compared = {k: a for k, a in agreements.items() if a.compared}
+def agreement_result(agreements: Mapping[str, tuple[Agreement, float]]) -> dg.AssetCheckResult:
+    """Per partition key: its agreement and its hard limit in basis points."""
+    compared = {k: a for k, (a, _) in agreements.items() if a.compared}
     beyond = [k for k, a in compared.items() if a.beyond_tolerance]
-    hard = [k for k, a in compared.items() if (a.max_abs_dev_bps or 0.0) > error_bps[k]]
+    hard = [k for k, (a, error_bps) in agreements.items() if (a.max_abs_dev_bps or 0.0) > error_bps]
     maxima = [a.max_abs_dev_bps for a in compared.values() if a.max_abs_dev_bps is not None]
     metadata: dict[str, object] = {
         "partitions_checked": len(agreements),

@@ -133,8 +133,7 @@ def build_consolidated_asset(
         def _consolidated(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             warehouse: Warehouse = context.resources.warehouse.get_warehouse()
             written = 0
-            agreements: dict[str, Agreement] = {}
-            hard_limits: dict[str, float] = {}
+            agreements: dict[str, tuple[Agreement, float]] = {}
             for block in blocks(context.partition_keys):
                 frames = [
                     consolidate(
@@ -150,8 +149,7 @@ def build_consolidated_asset(
                 for key, agreement, error_bps in _record_partitions(
                     context, universe, block, frame
                 ):
-                    agreements[key] = agreement
-                    hard_limits[key] = error_bps
+                    agreements[key] = (agreement, error_bps)
             context.log.info(
                 "consolidated %s: stored %d bars for %d partitions",
                 interval,
@@ -160,7 +158,7 @@ def build_consolidated_asset(
             )
             return dg.MaterializeResult(
                 metadata={"run_partitions": len(context.partition_keys)},
-                check_results=[agreement_result(agreements, hard_limits)],
+                check_results=[agreement_result(agreements)],
             )
 
     return _consolidated

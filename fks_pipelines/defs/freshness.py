@@ -4,7 +4,7 @@ Dagster's freshness builders cover time-window partitions (``build_time_partitio
 checks``) or an asset's last update; these assets are partitioned by date x symbol, and an
 equity symbol has no partition to expect on a holiday. So freshness is measured here: for each
 symbol, the newest UTC day with bars that closed at least the provider's ``freshness_lag_minutes``
-ago (:func:`~fks_pipelines.quality.freshness.due_day`) must be materialised. A stale asset fails
+ago (:func:`~fks_pipelines.quality.freshness.due_days`) must be materialised. A stale asset fails
 its ``freshness`` check as WARN, as ERROR once a day overdue.
 
 The ``ohlcv_freshness`` sensor evaluates every asset's freshness, records the check evaluation
@@ -16,18 +16,17 @@ queue in the providers' pools like any other.
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
 import dagster as dg
 import pandas as pd
 
 from fks_pipelines.defs.partitions import DaySymbol, partition_key
 from fks_pipelines.defs.schedules import TRIGGER_TAG, DailyTarget, utc_now
-from fks_pipelines.quality.freshness import due_day, overdue
+from fks_pipelines.quality.freshness import due_days, overdue
 
 FRESHNESS = "freshness"
 ERROR_AFTER = timedelta(days=1)
-DAY = pd.Timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -84,14 +83,12 @@ def assess(target: DailyTarget, instance: dg.DagsterInstance, now: datetime) -> 
     newest: dict[str, str] = {}
     earlier: dict[str, str] = {}
     for symbol, instrument in target.instruments.items():
-        day = due_day(instrument, target.interval, at, lag, target.start)
-        if day is None:
+        due = due_days(instrument, target.interval, at, lag, target.start, count=2)
+        if not due:
             continue
-        newest[symbol] = str(partition_key(day, symbol))
-        # The newest due day as of the day before ``day`` became due.
-        before = due_day(instrument, target.interval, _deadline(day, lag) - DAY, lag, target.start)
-        if before is not None:
-            earlier[symbol] = str(partition_key(before, symbol))
+        newest[symbol] = str(partition_key(due[0], symbol))
+        if len(due) > 1:  # the day due before it
+            earlier[symbol] = str(partition_key(due[1], symbol))
     keys = [*newest.values(), *earlier.values()]
     status = instance.get_status_by_partition(target.key, keys, target.asset.partitions_def) or {}
     stored = {k for k in keys if status.get(k) == dg.AssetPartitionStatus.MATERIALIZED}
@@ -112,11 +109,6 @@ def assess(target: DailyTarget, instance: dg.DagsterInstance, now: datetime) -> 
         overdue=max(late, default=timedelta(0)),
         lag=lag,
     )
-
-
-def _deadline(day: date, lag: timedelta) -> pd.Timestamp:
-    """When ``day``'s bars are due: its close plus ``lag``."""
-    return pd.Timestamp(day + timedelta(days=1), tz="UTC") + lag
 
 
 def build_freshness_check(

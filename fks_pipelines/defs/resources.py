@@ -4,36 +4,38 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import dagster as dg
 from pydantic import Field
 
-from fks_pipelines.providers import alpha_vantage, coingecko, coinmarketcap, eodhd, polygon
+from fks_pipelines.providers import alpha_vantage, coinmarketcap, eodhd, polygon
 from fks_pipelines.providers.alpha_vantage import AlphaVantageClient
 from fks_pipelines.providers.base import ProviderClient
 from fks_pipelines.providers.binance import DEFAULT_BASE_URL, BinanceClient
 from fks_pipelines.providers.cache import TtlPolicy
+from fks_pipelines.providers.clients import ProviderOptions, build_client
 from fks_pipelines.providers.coingecko import CoinGeckoClient
 from fks_pipelines.providers.coinmarketcap import CoinMarketCapClient
 from fks_pipelines.providers.eodhd import EodhdClient
 from fks_pipelines.providers.http import Timeouts
 from fks_pipelines.providers.polygon import PolygonClient
-from fks_pipelines.providers.ratelimit import ProviderLimits, Window
-from fks_pipelines.providers.runtime import ProviderRuntime, RuntimeConfig, get_runtime
+from fks_pipelines.providers.runtime import RuntimeConfig
 from fks_pipelines.warehouse.store import Warehouse
 
 
 class ProviderResource(dg.ConfigurableResource):
     """A market-data provider with built-in caching, rate limiting, retries and a circuit
     breaker. ``get_client()`` returns a client to use in a ``with`` block; clients of one
-    provider in a process share one runtime (and, with Redis, share it across processes)."""
+    provider in a process share one runtime, whose limits and breaker are shared across
+    processes through Redis or, without it, through files under ``cache_dir``."""
 
     redis_url: str | None = Field(
         default=None, description="Redis for cache and shared limits; none: embedded mode."
     )
     cache_dir: str | None = Field(
-        default=None, description="Embedded disk cache directory (used without Redis)."
+        default=None,
+        description="Embedded disk cache, and shared limits and breaker state (without Redis).",
     )
     requests_per_s: float | None = Field(
         default=None, gt=0, description="Request rate limit; default: the provider's tier."
@@ -62,58 +64,52 @@ class ProviderResource(dg.ConfigurableResource):
             breaker_reset_s=self.breaker_reset_s,
         )
 
-    def runtime(
-        self, client_class: type[ProviderClient], limits: ProviderLimits | None = None
-    ) -> ProviderRuntime:
-        limits = limits or client_class.LIMITS
-        if self.requests_per_s is not None:
-            limits = replace(limits, requests=(Window.per_second(self.requests_per_s),))
-        return get_runtime(client_class.name, limits, self.runtime_config())
+    provider: ClassVar[str]
+    base_url: str | None = Field(default=None, description="REST base URL.")
+
+    def options(self) -> ProviderOptions:
+        """How to reach the provider (its key, for a keyed one)."""
+        return ProviderOptions(base_url=self.base_url, requests_per_s=self.requests_per_s)
 
     def get_client(self) -> ProviderClient:
-        raise NotImplementedError
+        return build_client(self.provider, self.options(), self.runtime_config())
 
 
 class BinanceResource(ProviderResource):
     """Binance USD-M futures market data (klines and latest price); no API key needed."""
 
+    provider = BinanceClient.name
     base_url: str = Field(default=DEFAULT_BASE_URL, description="REST base URL.")
-
-    def get_client(self) -> BinanceClient:
-        return BinanceClient(self.base_url, runtime=self.runtime(BinanceClient))
 
 
 class KeyedProviderResource(ProviderResource):
     """A provider that needs an API key, bound from its environment variable with ``EnvVar``:
     an unset variable fails only the runs that use this provider, naming the variable."""
 
-    client_class: ClassVar[type[ProviderClient]]
     api_key: str = Field(description="API key (bound from the provider's environment variable).")
-    base_url: str = Field(description="REST base URL.")
 
-    def get_client(self) -> ProviderClient:
-        client_class: Any = self.client_class
-        return client_class(self.api_key, self.base_url, runtime=self.runtime(self.client_class))
+    def options(self) -> ProviderOptions:
+        return replace(super().options(), api_key=self.api_key)
 
 
 class PolygonResource(KeyedProviderResource):
     """Polygon.io stocks and crypto aggregates (POLYGON_API_KEY, sent as a header)."""
 
-    client_class = PolygonClient
+    provider = PolygonClient.name
     base_url: str = Field(default=polygon.DEFAULT_BASE_URL, description="REST base URL.")
 
 
 class EodhdResource(KeyedProviderResource):
     """EODHD end-of-day and intraday bars (EODHD_API_KEY, sent as the api_token parameter)."""
 
-    client_class = EodhdClient
+    provider = EodhdClient.name
     base_url: str = Field(default=eodhd.DEFAULT_BASE_URL, description="REST base URL.")
 
 
 class CoinMarketCapResource(KeyedProviderResource):
     """CoinMarketCap OHLCV and quotes by CMC id (COINMARKETCAP_API_KEY, sent as a header)."""
 
-    client_class = CoinMarketCapClient
+    provider = CoinMarketCapClient.name
     base_url: str = Field(default=coinmarketcap.DEFAULT_BASE_URL, description="REST base URL.")
 
 
@@ -121,7 +117,7 @@ class AlphaVantageResource(KeyedProviderResource):
     """Alpha Vantage daily and intraday series (ALPHA_VANTAGE_API_KEY, sent as the apikey
     parameter: the provider accepts no header)."""
 
-    client_class = AlphaVantageClient
+    provider = AlphaVantageClient.name
     base_url: str = Field(default=alpha_vantage.DEFAULT_BASE_URL, description="Base URL.")
 
 
@@ -129,21 +125,13 @@ class CoinGeckoResource(ProviderResource):
     """CoinGecko daily bars formed from hourly samples; COINGECKO_API_KEY is optional (demo or
     pro plan; without a key the public API and its lower limit)."""
 
+    provider = CoinGeckoClient.name
     api_key: str | None = Field(default=None, description="Demo or pro key, if any.")
     plan: Literal["demo", "pro"] = Field(default="demo", description="Which key and host.")
     base_url: str | None = Field(default=None, description="REST base URL; default by plan.")
 
-    def get_client(self) -> CoinGeckoClient:
-        base_url = self.base_url or (
-            coingecko.PRO_BASE_URL if self.plan == "pro" else coingecko.DEFAULT_BASE_URL
-        )
-        limits = CoinGeckoClient.LIMITS if self.api_key else CoinGeckoClient.KEYLESS_LIMITS
-        return CoinGeckoClient(
-            self.api_key,
-            base_url,
-            plan=self.plan,
-            runtime=self.runtime(CoinGeckoClient, limits),
-        )
+    def options(self) -> ProviderOptions:
+        return replace(super().options(), api_key=self.api_key, plan=self.plan)
 
 
 class WarehouseResource(dg.ConfigurableResource):

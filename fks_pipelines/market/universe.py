@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fks_pipelines.market.intervals import Interval
 
-PROVIDER_IDS = ("binance", "polygon", "coingecko", "coinmarketcap", "alpha_vantage", "eodhd")
+ProviderId = Literal["binance", "polygon", "coingecko", "coinmarketcap", "alpha_vantage", "eodhd"]
+PROVIDER_IDS: tuple[str, ...] = get_args(ProviderId)
 
 AssetClass = Literal["crypto", "equity"]
 

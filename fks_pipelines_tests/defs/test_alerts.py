@@ -39,18 +39,6 @@ def receiver() -> Iterator[Receiver]:
         yield server
 
 
-@pytest.fixture
-def binance() -> Iterator[FakeBinance]:
-    with FakeBinance() as fake:
-        yield fake
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        yield instance
-
-
 def fail_schema(instance: dg.DagsterInstance, binance: FakeBinance, tmp_path: Path) -> None:
     """A run whose bars break the schema: a failed ERROR check evaluation in the instance."""
     asset = build_ohlcv_asset("binance", "1h", load_universe(), AssetPolicy(retry=None))

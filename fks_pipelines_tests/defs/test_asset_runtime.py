@@ -12,6 +12,7 @@ from pydantic import Field
 from fks_pipelines.defs.assets import build_ohlcv_asset
 from fks_pipelines.defs.resources import BinanceResource, ProviderResource, WarehouseResource
 from fks_pipelines.market.universe import Instrument, ProviderUniverse, Universe, load_universe
+from fks_pipelines.providers.clients import provider_runtime
 from fks_pipelines_tests.fakes.binance import FakeBinance
 from fks_pipelines_tests.fakes.server import Response
 from fks_pipelines_tests.providers.support import KLINES, PRETEND, PretendKeyedClient
@@ -82,7 +83,9 @@ class PretendKeyedResource(ProviderResource):
         return PretendKeyedClient(
             self.base_url,
             self.api_key,
-            runtime=self.runtime(PretendKeyedClient),
+            runtime=provider_runtime(
+                PretendKeyedClient, self.runtime_config(), self.requests_per_s
+            ),
             key_in="query",
         )
 

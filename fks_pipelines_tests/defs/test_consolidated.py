@@ -27,12 +27,6 @@ def universe() -> Universe:
 
 
 @pytest.fixture
-def binance() -> Iterator[FakeBinance]:
-    with FakeBinance() as fake:
-        yield fake
-
-
-@pytest.fixture
 def polygon() -> Iterator[FakePolygon]:
     with FakePolygon() as fake:
         yield fake

@@ -125,7 +125,8 @@ def test_the_instance_config_limits_runs_and_provider_pools(tmp_path: Path) -> N
     try:
         concurrency = instance.get_concurrency_config()
         assert concurrency.run_queue_config.max_concurrent_runs == 4
-        assert concurrency.pool_config.default_pool_limit == 2
+        assert concurrency.pool_config.default_pool_limit == 4
+        assert instance.run_coordinator.dequeue_interval_seconds == 1
     finally:
         instance.dispose()
 

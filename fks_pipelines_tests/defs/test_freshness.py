@@ -1,23 +1,15 @@
 """The freshness check and the freshness trigger sensor against a real instance."""
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import dagster as dg
-import pytest
 
 from fks_pipelines.defs.freshness import build_freshness_check, build_freshness_sensor
 from fks_pipelines.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from fks_pipelines.defs.resources import BinanceResource, WarehouseResource
 from fks_pipelines.defs.schedules import DailyTarget
 from fks_pipelines_tests.defs.support import repository, target
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        yield instance
 
 
 def tick(

@@ -95,12 +95,6 @@ def server() -> Iterator[FakeBinance]:
         yield fake
 
 
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        yield instance
-
-
 def catchup(
     targets: list[DailyTarget],
     instance: dg.DagsterInstance,
