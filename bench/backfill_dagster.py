@@ -15,8 +15,8 @@ disk cache), then starts ``dagster dev`` (webserver, daemon, code server) the wa
 ``--rps`` as a provider would: at most ``limit`` kline requests in any ``period``
 (``Window.per_second(rps)``: 2/s is 2 in any 1 s), HTTP 429 with ``Retry-After`` beyond. The
 client gets the same limit (``FKS_BINANCE_RPS``), shared by the run processes through Redis
-(``--redis-url``: a scratch database, flushed before and after; ``--embedded``: no Redis, disk
-cache, one limiter per process).
+(``--redis-url``: a scratch database, flushed before and after; ``--embedded``: no Redis, the
+cache and the limits shared through files under the temporary data directory).
 
 Once the code location is loaded and the daemon is healthy, the backfill is launched through
 GraphQL exactly as the UI's Materialize -> Launch backfill does for one asset
@@ -807,7 +807,7 @@ def main() -> None:
     parser.add_argument("--warehouse-url", help="warehouse URL (default: SQLite in a temp dir)")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="scratch Redis database")
     parser.add_argument(
-        "--embedded", action="store_true", help="no Redis: disk cache, limiter per process"
+        "--embedded", action="store_true", help="no Redis: cache and limits shared through files"
     )
     parser.add_argument(
         "--instance",
