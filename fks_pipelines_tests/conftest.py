@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,9 @@ def pg_warehouse_url(postgres_url: str) -> str:
     engine = sa.create_engine(postgres_url, poolclass=sa.NullPool)
     try:
         with engine.begin() as conn:
+            # A connection of an earlier test leaked idle-in-transaction would hold the TRUNCATE
+            # forever: fail this test instead, naming the lock.
+            conn.execute(sa.text("SET LOCAL lock_timeout = '30s'"))
             for table in ("ohlcv", "ohlcv_consolidated", "webhook_events"):
                 if conn.execute(sa.text(f"SELECT to_regclass('{table}')")).scalar() is not None:
                     conn.execute(sa.text(f"TRUNCATE {table} RESTART IDENTITY"))
@@ -123,7 +127,7 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     digest = hashlib.sha256(redis_url.encode()).hexdigest()[:16]
     lock_path = Path(tempfile.gettempdir()) / f"fks-test-redis-{digest}.lock"
     with lock_path.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        _lock_within(lock, lock_path, REDIS_LOCK_WAIT_S)
         client = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
         try:
             client.flushdb()
@@ -131,6 +135,28 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
         finally:
             client.close()
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+REDIS_LOCK_WAIT_S = 120.0
+"""Longest a test waits for another test holding its Redis database (a test takes seconds)."""
+
+
+def _lock_within(lock: Any, path: Path, wait_s: float) -> None:
+    """Take the exclusive lock on ``lock`` within ``wait_s``, else fail the test naming it: a
+    process that hung while holding it (a stray test run on the same database) must not stall
+    this run forever."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"another process has held {path} for {wait_s:.0f} s: a test run on the "
+                    "same Redis database is stuck (see `fuser` on the file)"
+                )
+            time.sleep(0.05)
 
 
 @pytest.fixture(params=["redis", "files"])

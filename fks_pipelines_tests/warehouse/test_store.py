@@ -385,18 +385,26 @@ def _create_schema(url: str, barrier: Any, outcomes: Any) -> None:
 def test_sqlite_schema_creation_is_safe_from_concurrent_processes(
     tmp_path: Path, trial: int
 ) -> None:
-    ctx = multiprocessing.get_context("fork")
+    # Spawned, as dagster starts its run processes: a forked child inherits whatever lock a
+    # thread of this process (a rate limiter's leaker inside SQLite, say) held at the fork, and
+    # can wait on it forever.
+    ctx = multiprocessing.get_context("spawn")
     url = f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
     racers = 8
     barrier, outcomes = ctx.Barrier(racers), ctx.Queue()
     processes = [
-        ctx.Process(target=_create_schema, args=(url, barrier, outcomes)) for _ in range(racers)
+        ctx.Process(target=_create_schema, args=(url, barrier, outcomes), daemon=True)
+        for _ in range(racers)
     ]
     for process in processes:
         process.start()
-    results = [outcomes.get(timeout=120) for _ in processes]
-    for process in processes:
-        process.join()
+    try:
+        results = [outcomes.get(timeout=120) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
     assert results == ["ok"] * racers
 
 
