@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import threading
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
@@ -41,7 +42,6 @@ from fks_pipelines.providers.state import WarnOnce, key
 log = logging.getLogger(__name__)
 
 _LOCK_TTL_S = 120.0  # longest an upstream fetch may hold a key's lock
-_LOCAL_STRIPES = 64
 T = TypeVar("T")
 
 
@@ -186,9 +186,15 @@ class ResultCache:
     def __init__(self, backend: CacheBackend) -> None:
         self.backend = backend
         self._warn = WarnOnce(log)
-        # Threads of one process queue on a local lock first, so that only one per process
-        # waits on the shared lock; striped so that the set of locks stays bounded.
-        self._stripes = [threading.Lock() for _ in range(_LOCAL_STRIPES)]
+        # Threads of one process queue on a local lock of the key first, so that only one per
+        # process waits on the shared lock. One lock per key, not a fixed set shared by hash:
+        # a load may read another key (Alpha Vantage's daily window reads the cached history),
+        # and two keys on one lock then deadlocked the thread on itself, by the luck of the
+        # process's string hashing. A lock lives while a thread holds it or waits for it.
+        self._locks: weakref.WeakValueDictionary[str, threading.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        self._locks_guard = threading.Lock()
 
     def get_or_load(
         self,
@@ -208,8 +214,7 @@ class ResultCache:
             return CacheResult(load(), hit=False)
         if cached is not None:
             return CacheResult(cached, hit=True)
-        stripe = self._stripes[hash(name) % _LOCAL_STRIPES]
-        with stripe, ExitStack() as held:
+        with self._local_lock(name), ExitStack() as held:
             try:
                 held.enter_context(self.backend.lock(name))
                 cached = self._read(name, codec)
@@ -224,6 +229,13 @@ class ResultCache:
             except BACKEND_ERRORS as exc:
                 self._warn("backend", "cache unavailable, not storing: %s", exc)
             return CacheResult(value, hit=False)
+
+    def _local_lock(self, name: str) -> threading.Lock:
+        with self._locks_guard:
+            lock = self._locks.get(name)
+            if lock is None:
+                lock = self._locks[name] = threading.Lock()
+            return lock
 
     def _read(self, name: str, codec: Codec[T]) -> T | None:
         data = self.backend.get(name)

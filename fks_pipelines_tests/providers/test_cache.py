@@ -16,7 +16,7 @@ import redis
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.providers import runtime as runtime_module
 from fks_pipelines.providers.binance import BinanceClient
-from fks_pipelines.providers.cache import TtlPolicy
+from fks_pipelines.providers.cache import Codec, TtlPolicy
 from fks_pipelines.providers.codec import decode_frame
 from fks_pipelines.providers.state import WarnOnce
 from fks_pipelines_tests.fakes.binance import FakeBinance
@@ -253,6 +253,35 @@ def test_concurrent_identical_misses_make_one_request(
     assert sum(misses for _, _, misses in results) == 1
     for frame, _, _ in results:
         pd.testing.assert_frame_equal(frame, results[0][0])
+
+
+def test_a_load_may_read_other_keys_of_the_cache(backend: dict[str, Any]) -> None:
+    """Alpha Vantage's daily window reads the cached daily history while it loads. It once
+    deadlocked, by chance, when the two keys hashed to one local lock; 500 inner keys made that
+    near certain (a miss of all 64 locks of old: p = (63/64)^500 < 0.001)."""
+    cache = runtime(**backend).cache
+    assert cache is not None
+    raw: Codec[bytes] = Codec(bytes, bytes)
+    inner = [f"fks:test:inner:{i}" for i in range(500)]
+
+    def load_outer() -> bytes:
+        return b"".join(cache.get_or_load(name, raw, lambda: b"x", ttl).value for name in inner)
+
+    def ttl(_value: bytes) -> float:
+        return 60.0
+
+    result: dict[str, bytes] = {}
+    thread = threading.Thread(
+        target=lambda: result.update(
+            outer=cache.get_or_load("fks:test:outer", raw, load_outer, ttl).value
+        ),
+        daemon=True,
+    )
+    thread.start()
+    thread.join(timeout=60)
+
+    assert not thread.is_alive(), "a load reading another key of the cache never finished"
+    assert result["outer"] == b"x" * len(inner)
 
 
 def test_concurrent_identical_misses_in_several_processes_make_one_request(
