@@ -21,12 +21,8 @@ from fks_pipelines.api.errors import ApiError
 from fks_pipelines.api.schemas import (
     ERROR_RESPONSES,
     Candle,
-    CompletenessVerdict,
     OhlcvResponse,
-    OutlierVerdict,
     PriceResponse,
-    QualityVerdict,
-    SchemaVerdict,
     Validation,
 )
 from fks_pipelines.api.services import Services, get_services
@@ -346,40 +342,16 @@ def ohlcv(
 
 
 def _validation(assessed: WindowAssessment) -> Validation:
-    schema, completeness, score = assessed.schema, assessed.completeness, assessed.score
-    return Validation(
-        schema=SchemaVerdict(
-            passed=schema.passed,
-            rows=schema.rows,
-            failures=schema.failures,
-            failing_rows=schema.failing_rows,
-            checks=schema.checks,
-            examples=schema.examples,
-        ),
-        outliers=[
-            OutlierVerdict(
-                field=result.field,
-                method=result.method,
-                threshold=result.threshold,
-                count=result.count,
-                scored=result.scored,
-                max_score=result.max_score,
-                severity=result.severity,
-                examples=result.examples,
-            )
-            for result in assessed.outliers
-        ],
-        completeness=CompletenessVerdict(
-            expected=completeness.expected,
-            present=completeness.present,
-            missing=completeness.missing,
-            duplicates=completeness.duplicates,
-            open_bars=completeness.open_bars,
-            stale_runs=completeness.stale_runs,
-            ratio=completeness.ratio,
-            missing_examples=completeness.missing_examples,
-        ),
-        quality=QualityVerdict(score=score.score, parts=score.parts, weights=score.weights),
+    """The checks' results as the response shows them: each verdict model takes its fields
+    from the result's attributes of the same names."""
+    return Validation.model_validate(
+        {
+            "schema": assessed.schema,
+            "outliers": assessed.outliers,
+            "completeness": assessed.completeness,
+            "quality": assessed.score,
+        },
+        from_attributes=True,
     )
 
 
