@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from fks_pipelines.market.frame import COLUMNS as CANONICAL_COLUMNS
 from fks_pipelines.market.frame import TS_DTYPE, conform
 
 KEY_COLUMNS = ("instrument", "interval", "ts")
@@ -38,6 +39,8 @@ DTYPES: dict[str, object] = {
 }
 
 _BPS = 1e4
+CONSOLIDATED = "consolidated"
+"""The ``provider`` of a consolidated series seen as a canonical frame."""
 
 
 def empty_consolidated() -> pd.DataFrame:
@@ -53,6 +56,13 @@ def conform_consolidated(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.reindex(columns=list(COLUMNS))
     out["ts"] = pd.to_datetime(out["ts"], utc=True).dt.as_unit("ns")
     return out.astype({k: v for k, v in DTYPES.items() if k != "ts"})
+
+
+def as_canonical(consolidated: pd.DataFrame) -> pd.DataFrame:
+    """The consolidated bars as a canonical OHLCV frame (``provider`` ``consolidated``, ``symbol``
+    the instrument), so that the provider assets' schema and completeness checks apply as is."""
+    frame = consolidated.rename(columns={"instrument": "symbol"}).assign(provider=CONSOLIDATED)
+    return conform(frame.loc[:, list(CANONICAL_COLUMNS)])
 
 
 def consolidate(instrument: str, interval: str, windows: Sequence[pd.DataFrame]) -> pd.DataFrame:

@@ -40,6 +40,15 @@ def detect_outliers(
     return DETECTOR.detect(frame, fields=OUTLIER_FIELDS, since=since)
 
 
+def detect_outliers_by_day(
+    history: pd.DataFrame, bars: pd.DataFrame, since: pd.Timestamp
+) -> dict[pd.Timestamp, list[OutlierResult]]:
+    """:func:`detect_outliers` with one result list per UTC day of ``bars`` (a partition each):
+    the block is scored once, and each day is judged on its own bars."""
+    frame = pd.concat([history, bars], ignore_index=True) if len(history) else bars
+    return DETECTOR.detect_by_day(frame, fields=OUTLIER_FIELDS, since=since)
+
+
 def window_score(
     completeness: CompletenessReport,
     schema: SchemaReport,

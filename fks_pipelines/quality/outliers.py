@@ -40,7 +40,13 @@ import bottleneck as bn
 import numpy as np
 import pandas as pd
 
-from fks_pipelines.quality.schema import SERIES_KEYS, series_codes, series_order, ts_nanos
+from fks_pipelines.quality.schema import (
+    NAT_NANOS,
+    SERIES_KEYS,
+    series_codes,
+    series_order,
+    ts_nanos,
+)
 
 Method = Literal["zscore", "mad", "iqr"]
 Severity = Literal["none", "low", "medium", "high"]
@@ -53,6 +59,7 @@ MIN_COUNT_FOR_FRACTION = 5
 _MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
 _FLOOR_FRACTION = 0.1
 _MIN_SCALE = 1e-12
+_DAY_NS = 86_400 * 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -225,6 +232,38 @@ class OutlierDetector:
             results.append(self._result(name, scores, layout))
         return results
 
+    def detect_by_day(
+        self,
+        df: pd.DataFrame,
+        fields: Sequence[str] = ("close", "volume"),
+        since: pd.Timestamp | None = None,
+    ) -> dict[pd.Timestamp, list[OutlierResult]]:
+        """:meth:`detect` for each UTC day of the scored bars, from one scoring pass.
+
+        A partition of the OHLCV assets is one UTC day; a backfill run scores many days at once
+        and each day gets the verdict its own bars earn, as if it had run alone against the same
+        baseline (a block's count of outliers is not charged to every day in it).
+
+        Returns:
+            UTC midnight -> one result per field, for each day with a bar at or after ``since``.
+        """
+        layout = _Layout.of(df, self.by, self.window)
+        scored = layout.nanos >= since.tz_convert("UTC").value if since is not None else None
+        days = layout.nanos // _DAY_NS
+        rows = np.flatnonzero(scored) if scored is not None else np.arange(len(days))
+        rows = rows[layout.nanos[rows] != NAT_NANOS]
+        order = rows[np.argsort(days[rows], kind="stable")]
+        starts = np.flatnonzero(np.diff(days[order], prepend=np.int64(-1)) != 0)
+        groups = np.split(order, starts[1:]) if len(order) else []
+        results: dict[pd.Timestamp, list[OutlierResult]] = {
+            pd.Timestamp(int(days[group[0]]) * _DAY_NS, tz="UTC"): [] for group in groups
+        }
+        for name in fields:
+            scores = layout.scores(name, self)
+            for day, group in zip(results, groups, strict=True):
+                results[day].append(self._result(name, scores, layout, group))
+        return results
+
     def score(self, df: pd.DataFrame, field: str) -> np.ndarray:
         """Each row's score for ``field``, in ``df``'s row order (NaN where not scored)."""
         layout = _Layout.of(df, self.by, self.window)
@@ -245,16 +284,24 @@ class OutlierDetector:
             return "medium"
         return "low"
 
-    def _result(self, name: str, scores: np.ndarray, layout: _Layout) -> OutlierResult:
-        valid = ~np.isnan(scores)
+    def _result(
+        self,
+        name: str,
+        scores: np.ndarray,
+        layout: _Layout,
+        subset: np.ndarray | None = None,
+    ) -> OutlierResult:
+        """The result of ``scores`` (sorted rows), or of the sorted rows ``subset`` only."""
+        rows = np.arange(len(scores)) if subset is None else subset
+        own = scores[rows]
+        valid = ~np.isnan(own)
         scored = int(valid.sum())
-        max_score = float(scores[valid].max()) if scored else None
-        flagged = np.flatnonzero(scores > self.threshold)  # NaN compares False
+        max_score = float(own[valid].max()) if scored else None
+        flagged = rows[own > self.threshold]  # NaN compares False
         count = len(flagged)
         if count > MAX_LISTED:
             flagged = flagged[np.argpartition(scores[flagged], -MAX_LISTED)[-MAX_LISTED:]]
         flagged = flagged[np.argsort(-scores[flagged], kind="stable")]
-        rows = layout.order[flagged]
         return OutlierResult(
             field=name,
             method=self.method,
@@ -266,7 +313,7 @@ class OutlierDetector:
             timestamps=[pd.Timestamp(int(t), tz="UTC") for t in layout.nanos[flagged]],
             values=[float(v) for v in layout.raw(name)[flagged]],
             scores=[float(s) for s in scores[flagged]],
-            symbols=layout.symbols(rows),
+            symbols=layout.symbols(layout.order[flagged]),
         )
 
 

@@ -6,13 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fks_pipelines.market import frame as canonical
 from fks_pipelines.market.consolidate import (
     COLUMNS,
     DTYPES,
+    as_canonical,
     consolidate,
     empty_consolidated,
 )
 from fks_pipelines.market.frame import build_frame, empty_frame
+from fks_pipelines.market.intervals import Interval
+from fks_pipelines.quality.schema import check_schema
 
 DAY = pd.Timestamp("2024-01-02", tz="UTC")
 
@@ -216,3 +220,20 @@ def test_unsorted_windows_give_a_sorted_series() -> None:
 def test_malformed_windows_are_refused(windows: list[pd.DataFrame], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         consolidate("BTC-USD", "1h", windows)
+
+
+def test_the_consolidated_series_reads_as_a_canonical_frame() -> None:
+    consolidated = consolidate(
+        "BTC-USD", "1h", [window("binance", "BTCUSDT"), window("polygon", "X:BTCUSD")]
+    )
+
+    frame = as_canonical(consolidated)
+
+    assert list(frame.columns) == list(canonical.COLUMNS)
+    assert frame.dtypes.to_dict() == {
+        name: pd.api.types.pandas_dtype(d) for name, d in canonical.DTYPES.items()
+    }
+    assert frame["provider"].unique().tolist() == ["consolidated"]
+    assert frame["symbol"].unique().tolist() == ["BTC-USD"]
+    assert frame["close"].tolist() == consolidated["close"].tolist()
+    assert check_schema(frame, Interval.parse("1h")).passed

@@ -183,3 +183,34 @@ def test_bars_before_since_are_history_only() -> None:
     assert close.count == 2
     assert min(close.timestamps) >= since
     assert close.scored == 20
+
+
+def test_each_day_gets_the_verdict_of_its_own_bars() -> None:
+    """A spike on day 5 of a ten-day block fails day 5 alone; each day's verdict is the one it
+    would get in a run of its own."""
+    closes = smooth(24 * 10)
+    closes[24 * 4 + 10] *= 1.2  # 10:00 on the fifth day
+    frame = bars(closes)
+    detector = OutlierDetector()
+    since = START + pd.Timedelta(days=2)  # the first two days are baseline only
+
+    by_day = detector.detect_by_day(frame, since=since)
+
+    assert list(by_day) == [START + pd.Timedelta(days=d) for d in range(2, 10)]
+    severities = {day.day: results[0].severity for day, results in by_day.items()}
+    assert severities[5] == "high"
+    assert {d for d, s in severities.items() if s != "none"} == {5}
+    [close, volume] = by_day[START + pd.Timedelta(days=4)]
+    assert (close.field, volume.field) == ("close", "volume")
+    assert close.count == 2 and close.scored == 24
+    assert close.timestamps[0].day == 5
+    # Scored once as a block, each day matches the detector run on that day alone.
+    for day, results in by_day.items():
+        alone = detector.detect(frame.loc[frame["ts"] < day + pd.Timedelta(days=1)], since=day)
+        assert [(r.count, r.max_score, r.severity) for r in results] == [
+            (r.count, r.max_score, r.severity) for r in alone
+        ]
+
+
+def test_days_by_day_of_an_empty_frame_is_empty() -> None:
+    assert OutlierDetector().detect_by_day(bars(np.array([]))) == {}
