@@ -75,7 +75,7 @@ def pg_warehouse_url(postgres_url: str) -> str:
             # A connection of an earlier test leaked idle-in-transaction would hold the TRUNCATE
             # forever: fail this test instead, naming the lock.
             conn.execute(sa.text("SET LOCAL lock_timeout = '30s'"))
-            for table in ("ohlcv", "ohlcv_consolidated", "webhook_events"):
+            for table in ("ohlcv", "ohlcv_consolidated", "ohlcv_quality", "webhook_events"):
                 if conn.execute(sa.text(f"SELECT to_regclass('{table}')")).scalar() is not None:
                     conn.execute(sa.text(f"TRUNCATE {table} RESTART IDENTITY"))
     finally:

@@ -30,6 +30,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ import tenacity
 
 from fks_pipelines.market import consolidate
 from fks_pipelines.market.frame import COLUMNS, conform
-from fks_pipelines.warehouse import pgcopy
+from fks_pipelines.warehouse import pgcopy, quality
 from fks_pipelines.warehouse.tables import metadata, ohlcv, ohlcv_consolidated
 
 _SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's storage format for DateTime on SQLite
@@ -190,6 +191,23 @@ class Warehouse:
                 _insert_consolidated(conn, frame, self.dialect)
         return len(frame)
 
+    def write_quality(self, frame: pd.DataFrame) -> int:
+        """Insert or replace quality rows (see :mod:`.quality`); returns the rows written.
+
+        Each row replaces the stored row of its provider, interval, symbol and day; rows without
+        ``updated_at`` are stamped with the time of the write. All rows or none are written.
+
+        Raises:
+            ValueError: ``frame`` lacks quality columns, repeats a key or has unknown values.
+            WarehouseError: The database refused the write (e.g. a score above 100); nothing
+                changed.
+        """
+        frame = quality.conform_quality(frame)
+        quality.validate_quality(frame)
+        now = pd.Timestamp.now(tz="UTC")
+        with self.transaction(f"writing {len(frame)} quality rows") as conn:
+            return quality.upsert_quality(conn, frame, now)
+
     @contextmanager
     def transaction(self, what: str) -> Iterator[sa.Connection]:
         """One write transaction; a database error becomes :class:`WarehouseError`."""
@@ -243,6 +261,14 @@ class Warehouse:
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return consolidate.conform_consolidated(pd.DataFrame(rows, columns=list(columns)))
+
+    def read_quality(
+        self, day_start: date, day_end: date, providers: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """Stored quality rows of the UTC days ``[day_start, day_end)``, of ``providers`` only
+        if given, in :data:`.quality.QUALITY_DTYPES`, sorted by provider, interval, symbol, day."""
+        with self.engine.connect() as conn:
+            return quality.select_quality(conn, day_start, day_end, providers)
 
     def count_ohlcv(self) -> int:
         with self.engine.connect() as conn:

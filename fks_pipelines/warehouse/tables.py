@@ -138,3 +138,81 @@ webhook_events = sa.Table(
     comment="Signed webhook events, stored before they are acknowledged; the webhook_events "
     "sensor turns them into runs of the partitions they affect.",
 )
+
+OUTLIER_SEVERITIES = ("none", "low", "medium", "high")
+
+ohlcv_quality = sa.Table(
+    "ohlcv_quality",
+    metadata,
+    sa.Column("provider", sa.String(32), primary_key=True, comment="Provider id, or consolidated."),
+    sa.Column("interval", sa.String(8), primary_key=True, comment="Bar length, e.g. 1h."),
+    sa.Column(
+        "symbol",
+        sa.String(64),
+        primary_key=True,
+        comment="The provider's own ticker; the canonical instrument for consolidated.",
+    ),
+    sa.Column("day", sa.Date, primary_key=True, comment="The partition's UTC day."),
+    sa.Column("quality_score", sa.Double, nullable=True, comment="0-100; null if nothing scored."),
+    sa.Column("quality_completeness", sa.Double, nullable=True, comment="Part score, 0-100."),
+    sa.Column("quality_validity", sa.Double, nullable=True, comment="Part score, 0-100."),
+    sa.Column("quality_outliers", sa.Double, nullable=True, comment="Part score, 0-100."),
+    sa.Column("quality_timeliness", sa.Double, nullable=True, comment="Part score, 0-100."),
+    sa.Column("quality_agreement", sa.Double, nullable=True, comment="Part score, 0-100."),
+    sa.Column(
+        "expected_bars", sa.Integer, nullable=True, comment="Bars the calendar expects that day."
+    ),
+    sa.Column("missing_bars", sa.Integer, nullable=False, comment="Expected bars not stored."),
+    sa.Column("outlier_count", sa.Integer, nullable=False, comment="Outlying values found."),
+    sa.Column(
+        "outlier_severity", sa.String(8), nullable=True, comment="none, low, medium or high."
+    ),
+    sa.Column(
+        "agreement_max_bps",
+        sa.Double,
+        nullable=True,
+        comment="Largest deviation of another provider's close, in basis points.",
+    ),
+    sa.Column(
+        "bars_compared",
+        sa.Integer,
+        nullable=True,
+        comment="Bars compared across providers; null where agreement was not measured.",
+    ),
+    sa.Column(
+        "failed_checks",
+        sa.Text,
+        nullable=False,
+        server_default="",
+        comment='Failed checks as comma-separated "check:SEVERITY"; empty when none failed.',
+    ),
+    sa.Column("run_id", sa.String(64), nullable=True, comment="Dagster run that assessed it."),
+    sa.Column(
+        "updated_at", sa.DateTime(timezone=True), nullable=False, comment="When it was written."
+    ),
+    sa.CheckConstraint(
+        "quality_score IS NULL OR (quality_score >= 0 AND quality_score <= 100)",
+        name="ohlcv_quality_score_in_range",
+    ),
+    sa.CheckConstraint(
+        "expected_bars IS NULL OR expected_bars >= 0", name="ohlcv_quality_expected_non_negative"
+    ),
+    sa.CheckConstraint("missing_bars >= 0", name="ohlcv_quality_missing_non_negative"),
+    sa.CheckConstraint("outlier_count >= 0", name="ohlcv_quality_outliers_non_negative"),
+    sa.CheckConstraint(
+        "outlier_severity IS NULL OR outlier_severity IN ({})".format(
+            ", ".join(f"'{s}'" for s in OUTLIER_SEVERITIES)
+        ),
+        name="ohlcv_quality_severity_known",
+    ),
+    sa.CheckConstraint(
+        "agreement_max_bps IS NULL OR agreement_max_bps >= 0",
+        name="ohlcv_quality_agreement_non_negative",
+    ),
+    sa.CheckConstraint(
+        "bars_compared IS NULL OR bars_compared >= 0", name="ohlcv_quality_compared_non_negative"
+    ),
+    sa.Index("ohlcv_quality_day", "day"),
+    comment="Quality figures of each OHLCV partition (provider or consolidated, interval, symbol, "
+    "UTC day), rewritten whenever the partition is assessed; the daily quality report reads them.",
+)
