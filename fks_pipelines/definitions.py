@@ -7,7 +7,8 @@ import dagster as dg
 from fks_pipelines.defs.alerts import AlertResource, build_alert_sensor
 from fks_pipelines.defs.assets import AssetPolicy, build_ohlcv_assets
 from fks_pipelines.defs.consolidated import build_consolidated_assets
-from fks_pipelines.defs.freshness import build_freshness_check, build_freshness_sensor
+from fks_pipelines.defs.freshness import build_freshness_sensor
+from fks_pipelines.defs.report import build_quality_report_asset, build_report_schedule
 from fks_pipelines.defs.resources import (
     AlphaVantageResource,
     BinanceResource,
@@ -98,6 +99,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     policy = AssetPolicy(
         partitions_per_run=settings.backfill_partitions_per_run, owners=settings.owners
     )
+    # Providers whose key is unset: their assets stay visible and can be launched by hand (the
+    # run fails naming the variable), but no schedule or sensor launches them or alerts on them.
+    missing_keys = settings.missing_keys()
     provider_assets = build_ohlcv_assets(universe, policy)
     consolidated = build_consolidated_assets(universe, policy, settings.catchup_lookback_days)
     targets = provider_targets(universe, provider_assets, settings.backfill_partitions_per_run)
@@ -106,6 +110,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         lookback_days=settings.catchup_lookback_days,
         max_attempts=settings.catchup_max_attempts,
         interval_s=settings.catchup_interval_s,
+        missing_keys=missing_keys,
     )
     consolidation = dg.AutomationConditionSensorDefinition(
         "ohlcv_consolidation",
@@ -114,32 +119,43 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "Re-consolidates a day of an instrument once a provider stored new bars for it."
         ),
     )
-    freshness_checks = [build_freshness_check(t) for t in targets]
-    check_keys = [
-        key
-        for definition in (*provider_assets, *consolidated, *freshness_checks)
-        for key in definition.check_keys
+    ohlcv = [*provider_assets, *consolidated]
+    report = build_quality_report_asset(
+        universe,
+        [asset.key for asset in ohlcv],
+        # A report day maps to that date of every OHLCV asset, so it starts with the latest.
+        max(spec.start_date for spec in universe.providers.values()),
+        partitions_per_run=settings.backfill_partitions_per_run,
+    )
+    configured = [
+        asset for asset in ohlcv if asset.tags_by_key[asset.key]["provider"] not in missing_keys
     ]
     return dg.Definitions(
-        assets=[*provider_assets, *consolidated],
-        asset_checks=freshness_checks,
+        assets=[*ohlcv, report],
         jobs=[t.job for t in targets],
-        schedules=[build_daily_schedule(t) for t in targets],
+        schedules=[
+            *(build_daily_schedule(t, missing_keys.get(t.provider)) for t in targets),
+            build_report_schedule(report),
+        ],
         sensors=[
             catchup,
             consolidation,
-            build_freshness_sensor(targets),
-            build_alert_sensor(check_keys),
+            build_freshness_sensor(targets, missing_keys, settings.freshness_interval_s),
+            build_alert_sensor(
+                [key for asset in configured for key in asset.check_keys],
+                settings.alert_interval_s,
+            ),
             build_webhook_sensor(
                 targets,
+                missing_keys,
                 interval_s=settings.webhook_sensor_interval_s,
                 retention_days=settings.webhook_retention_days,
             ),
         ],
         resources=resources,
-        # A run's steps (an asset and its freshness check) are sequential and wait on the
-        # provider anyway; the multiprocess executor's extra process per step cost 4-7 s of a
-        # run's start on 2 cores (bench/backfill_dagster.py). Pools and retries still apply.
+        # A run has one step per asset, which waits on the provider anyway; the multiprocess
+        # executor's extra process per step cost 4-7 s of a run's start on 2 cores
+        # (bench/backfill_dagster.py). Pools and retries still apply.
         executor=dg.in_process_executor,
     )
 

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fks_pipelines.market.universe import DEFAULT_UNIVERSE_FILE, Universe, load_universe
 from fks_pipelines.providers.cache import TtlPolicy
-from fks_pipelines.providers.clients import ProviderOptions
+from fks_pipelines.providers.clients import REQUIRED_KEY_VARIABLES, ProviderOptions
 from fks_pipelines.providers.http import Timeouts
 from fks_pipelines.providers.runtime import RuntimeConfig
 
@@ -142,6 +142,18 @@ class Settings(BaseSettings):
         validation_alias="FKS_CATCHUP_INTERVAL_S",
         description="Seconds between evaluations of the catch-up sensor.",
     )
+    freshness_interval_s: int = Field(
+        default=300,
+        ge=30,
+        validation_alias="FKS_FRESHNESS_INTERVAL_S",
+        description="Seconds between evaluations of the ohlcv_freshness sensor.",
+    )
+    alert_interval_s: int = Field(
+        default=60,
+        ge=10,
+        validation_alias="FKS_ALERT_INTERVAL_S",
+        description="Seconds between evaluations of the check_alerts sensor.",
+    )
     alert_webhook_url: SecretStr | None = Field(
         default=None,
         validation_alias="FKS_ALERT_WEBHOOK_URL",
@@ -242,6 +254,19 @@ class Settings(BaseSettings):
             requests_per_s=getattr(self, f"{provider}_rps"),
             plan=self.coingecko_plan,
         )
+
+    def missing_keys(self) -> dict[str, str]:
+        """Provider id -> the variable it needs and lacks, for each provider that cannot run.
+
+        Such a provider is *not configured*: schedules and sensors skip its assets with a reason
+        naming the variable, instead of launching runs that would fail on the missing key.
+        """
+        missing = {}
+        for provider, variable in REQUIRED_KEY_VARIABLES.items():
+            key: SecretStr | None = getattr(self, f"{provider}_api_key")
+            if key is None or not key.get_secret_value().strip():
+                missing[provider] = variable
+        return missing
 
     @property
     def owners(self) -> tuple[str, ...]:

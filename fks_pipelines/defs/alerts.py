@@ -5,10 +5,14 @@ It reads each check's executions from the instance's check storage, newer than t
 SQLite event log of a default instance cannot be read by a global storage id, while check
 executions are indexed per check on every storage. A failed ERROR check (and a WARN one when
 ``FKS_ALERT_ON_WARN`` is set) is logged at once and sent to ``FKS_ALERT_WEBHOOK_URL`` as a
-Slack-compatible message. The same failure (see :attr:`Alert.fingerprint`) alerts once per
-``FKS_ALERT_DEDUPE_S``. A receiver that is down does not hold the sensor up: the post has a
-short timeout, the alert stays in the cursor and is retried on later ticks with exponential
-backoff, at most :data:`MAX_ATTEMPTS` times.
+Slack-compatible message. The checks record one evaluation per partition, so the failures of
+one check in one run (or one freshness tick) make one alert naming their partitions. The same
+failure (see :attr:`Alert.fingerprint`) alerts once per ``FKS_ALERT_DEDUPE_S``. A receiver that
+is down does not hold the sensor up: the post has a short timeout, the alert stays in the cursor
+and is retried on later ticks with exponential backoff, at most :data:`MAX_ATTEMPTS` times.
+
+Only the checks it is given are followed: the definitions leave out the assets of providers that
+are not configured, so an asset that cannot run never alerts.
 """
 
 import dataclasses
@@ -21,13 +25,14 @@ from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecord,
     AssetCheckExecutionRecordStatus,
 )
+from dagster._core.storage.event_log.base import EventLogStorage
 from pydantic import Field
 
 from fks_pipelines.alerts.webhook import MAX_ATTEMPTS, Alert, WebhookSender, next_attempt_delay
+from fks_pipelines.defs.schedules import every
 
-BATCH = 100  # newest failed executions read per check and tick
+BATCH = 1000  # executions (one per check and partition) read per query
 MAX_PARTITIONS_NAMED = 5
-PARTITION_KEYS = ("failing_partitions", "incomplete_partitions", "partitions")
 
 
 class AlertResource(dg.ConfigurableResource):
@@ -40,30 +45,93 @@ class AlertResource(dg.ConfigurableResource):
     timeout_s: float = Field(default=5.0, gt=0)
 
 
-def alert_of(record: AssetCheckExecutionRecord) -> Alert | None:
-    """The alert for a failed check evaluation, or None for a passed one."""
-    event = record.event.dagster_event if record.event else None
-    if event is None:
-        return None
-    evaluation = event.event_specific_data
-    if evaluation.passed:
-        return None
-    partitions: list[str] = []
-    for name in PARTITION_KEYS:
-        value = evaluation.metadata.get(name)
-        if value is not None:
-            partitions = [str(p) for p in value.value][:MAX_PARTITIONS_NAMED]
-            break
-    if not partitions and evaluation.partition:
-        partitions = [str(evaluation.partition)]
-    return Alert(
-        asset=evaluation.asset_key.to_user_string(),
-        check=evaluation.check_name,
-        severity=evaluation.severity.value,
-        reason=(evaluation.description or f"check {evaluation.check_name} failed").splitlines()[0],
-        partitions=tuple(partitions),
-        run_id=record.run_id,
-    )
+def alerts_of(records: Sequence[AssetCheckExecutionRecord]) -> list[Alert]:
+    """One alert per check, severity and run among the failed evaluations of ``records``,
+    naming the failing partitions (at most :data:`MAX_PARTITIONS_NAMED`), in record order."""
+    groups: dict[tuple[str, str, str, str], list[dg.AssetCheckEvaluation]] = {}
+    for record in records:
+        event = record.event.dagster_event if record.event else None
+        if event is None:
+            continue
+        evaluation: dg.AssetCheckEvaluation = event.event_specific_data
+        if evaluation.passed:
+            continue
+        key = (
+            evaluation.asset_key.to_user_string(),
+            evaluation.check_name,
+            evaluation.severity.value,
+            record.run_id,
+        )
+        groups.setdefault(key, []).append(evaluation)
+    alerts = []
+    for (asset, check, severity, run_id), failed in groups.items():
+        partitions = sorted({e.partition for e in failed if e.partition is not None})
+        first = failed[0]
+        reason = (first.description or f"check {check} failed").splitlines()[0]
+        if len(partitions) > 1:
+            reason = f"{len(partitions)} partitions; {partitions[0]}: {reason}"
+        named = partitions[:MAX_PARTITIONS_NAMED]
+        if len(partitions) > len(named):
+            named.append(f"... {len(partitions) - len(named)} more")
+        alerts.append(
+            Alert(
+                asset=asset,
+                check=check,
+                severity=severity,
+                reason=reason,
+                partitions=tuple(named),
+                run_id=run_id or None,
+            )
+        )
+    return alerts
+
+
+def settled_failures(
+    instance: dg.DagsterInstance,
+    key: dg.AssetCheckKey,
+    last: int,
+    finished: dict[str, bool],
+) -> tuple[list[AssetCheckExecutionRecord], int]:
+    """The failed executions of ``key`` after id ``last`` that can no longer change, and the id
+    the cursor may move to.
+
+    A run plans one execution row per check and partition when it starts and fills each in as
+    it evaluates; the rows of a run still running may yet turn into failures, so the cursor
+    stops before that run's first row and its failures alert together once it has finished.
+    ``finished`` caches run states across the checks of one tick.
+    """
+    records = executions_after(instance.event_log_storage, key, last)
+    if not records:
+        return [], last
+    open_runs = set()
+    for record in records:
+        if record.status != AssetCheckExecutionRecordStatus.PLANNED or not record.run_id:
+            continue
+        if record.run_id not in finished:
+            run = instance.get_run_by_id(record.run_id)
+            finished[record.run_id] = run is None or run.is_finished
+        if not finished[record.run_id]:
+            open_runs.add(record.run_id)
+    held = [r.id for r in records if r.run_id in open_runs]
+    upto = min(held) - 1 if held else max(r.id for r in records)
+    failed = [
+        r for r in records if r.id <= upto and r.status == AssetCheckExecutionRecordStatus.FAILED
+    ]
+    return failed, max(upto, last)
+
+
+def executions_after(
+    storage: EventLogStorage, key: dg.AssetCheckKey, last: int
+) -> list[AssetCheckExecutionRecord]:
+    """Executions of ``key`` with ids above ``last``, newest first, read in pages."""
+    found: list[AssetCheckExecutionRecord] = []
+    cursor: int | None = None
+    while True:
+        page = storage.get_asset_check_execution_history(key, limit=BATCH, cursor=cursor)
+        found += [r for r in page if r.id > last]
+        if len(page) < BATCH or page[-1].id <= last:
+            return found
+        cursor = page[-1].id
 
 
 def build_alert_sensor(
@@ -77,9 +145,10 @@ def build_alert_sensor(
         name="check_alerts",
         minimum_interval_seconds=interval_s,
         description=(
-            "Alerts on failed asset checks (ERROR, and WARN if configured): one line in this "
-            "log and one Slack-compatible message to FKS_ALERT_WEBHOOK_URL, de-duplicated, "
-            "retried while the receiver is down."
+            f"Every {every(interval_s)}: alerts on failed asset checks of configured providers "
+            "(ERROR, and WARN if configured): one line in this log and one Slack-compatible "
+            "message per check and run to FKS_ALERT_WEBHOOK_URL, naming the failed partitions, "
+            "de-duplicated, retried while the receiver is down."
         ),
     )
     def _alerts(context: dg.SensorEvaluationContext, alerts: AlertResource) -> dg.SensorResult:
@@ -93,21 +162,19 @@ def build_alert_sensor(
         storage = context.instance.event_log_storage
         latest = storage.get_latest_asset_check_execution_by_key(list(check_keys))
         records: list[AssetCheckExecutionRecord] = []
+        finished: dict[str, bool] = {}
         for key, newest in latest.items():
             name = key.to_user_string()
-            if newest.id <= seen.get(name, 0):
+            last = seen.get(name, 0)
+            if newest.id <= last:
                 continue
-            history = storage.get_asset_check_execution_history(
-                key, limit=BATCH, status={AssetCheckExecutionRecordStatus.FAILED}
-            )
-            records += [r for r in history if r.id > seen.get(name, 0)]
-            seen[name] = newest.id
+            failed, seen[name] = settled_failures(context.instance, key, last, finished)
+            records += failed
         records.sort(key=lambda r: r.create_timestamp)
         severities = {"ERROR", "WARN"} if alerts.alert_on_warn else {"ERROR"}
         queued = {a.fingerprint for a in pending}
-        for record in records:
-            alert = alert_of(record)
-            if alert is None or alert.severity not in severities:
+        for alert in alerts_of(records):
+            if alert.severity not in severities:
                 continue
             if alert.fingerprint in sent or alert.fingerprint in queued:
                 continue

@@ -9,30 +9,43 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
 from fks_pipelines.defs.checks import (
-    completeness_result,
-    outliers_result,
+    check_outputs,
+    completeness_evaluation,
+    failed_checks,
+    outliers_evaluation,
     provider_check_specs,
+    schema_evaluations,
     schema_failure,
-    schema_result,
+    selected,
 )
-from fks_pipelines.defs.partitions import Block, blocks, day_symbol_partitions, partition_key
+from fks_pipelines.defs.freshness import freshness_rule, stored_evaluation
+from fks_pipelines.defs.partitions import (
+    Block,
+    DaySymbol,
+    blocks,
+    day_symbol_partitions,
+    partition_key,
+    rows_by_partition,
+)
 from fks_pipelines.defs.resources import ProviderResource
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.universe import Universe
 from fks_pipelines.providers.errors import QuotaExhausted, RequestRejected
-from fks_pipelines.quality.assess import detect_outliers, history_start, window_score
+from fks_pipelines.quality.assess import detect_outliers_by_day, history_start, window_score
 from fks_pipelines.quality.completeness import CompletenessReport, check_completeness
 from fks_pipelines.quality.outliers import OutlierResult
+from fks_pipelines.quality.report import quality_row
 from fks_pipelines.quality.schema import SchemaReport, check_schema
+from fks_pipelines.quality.score import QualityScore
 from fks_pipelines.warehouse.store import Scope, Warehouse
 
-GROUP = "market_data"
 DAY = pd.Timedelta(days=1)
 
 # A run that still fails after the provider runtime's own retries (a provider down for minutes,
@@ -67,14 +80,16 @@ DEFAULT_POLICY = AssetPolicy()
 
 @contextmanager
 def beta_apis() -> Iterator[None]:
-    """Silence Dagster's warnings for the beta APIs these definitions use on purpose.
+    """Silence Dagster's warnings for the beta and preview APIs these definitions use on purpose.
 
     ``backfill_policy``, ``MultiPartitionMapping``, ``TimeWindowPartitionMapping``'s
-    ``allow_nonexistent_upstream_partitions`` and code references are beta in Dagster 1.13;
-    their warnings would print for every asset on every load of the code location.
+    ``allow_nonexistent_upstream_partitions`` and code references are beta in Dagster 1.13, and
+    partitioned asset checks (``AssetCheckSpec(partitions_def=...)``) a preview; their warnings
+    would print for every asset on every load of the code location.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)
+        warnings.simplefilter("ignore", dg.PreviewWarning)
         yield
 
 
@@ -100,6 +115,9 @@ def build_ohlcv_asset(
     """
     spec = universe.provider(provider)
     bar = Interval.parse(interval)
+    key = ohlcv_asset_key(provider, interval)
+    partitions = day_symbol_partitions(spec.start_date, list(spec.symbols))
+    lag = timedelta(minutes=spec.freshness_lag_minutes)
     # Pages of a provider are counted from the first partition, so that a backfill from there
     # needs the fewest requests its paging allows.
     anchor = pd.Timestamp(spec.start_date, tz="UTC")
@@ -107,9 +125,11 @@ def build_ohlcv_asset(
     with beta_apis():
 
         @dg.asset(
-            key=ohlcv_asset_key(provider, interval),
-            partitions_def=day_symbol_partitions(spec.start_date, list(spec.symbols)),
-            group_name=GROUP,
+            key=key,
+            partitions_def=partitions,
+            # One group per provider: the lineage and the catalog name the provider around
+            # nodes whose own label is the interval.
+            group_name=provider,
             kinds={"python", "pandas"},
             tags={
                 "provider": provider,
@@ -123,23 +143,23 @@ def build_ohlcv_asset(
             pool=provider,
             retry_policy=policy.retry,
             backfill_policy=policy.backfill,
-            check_specs=provider_check_specs(ohlcv_asset_key(provider, interval)),
+            check_specs=provider_check_specs(key, partitions, freshness_rule(lag)),
             description=(
                 f"Closed {interval} OHLCV bars from {provider}, one partition per UTC day and "
                 "symbol, stored in the warehouse table `ohlcv`. Re-materialising a partition "
                 "replaces exactly its rows; a backfill runs ranges of partitions, one fetch per "
-                "symbol and one write per run."
+                "symbol and one write per run. Every partition records its own check results "
+                "and quality score."
             ),
         )
-        def _ohlcv(
-            context: dg.AssetExecutionContext,
-        ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        def _ohlcv(context: dg.AssetExecutionContext) -> Iterator[object]:
             source: ProviderResource = getattr(context.resources, provider)
             warehouse: Warehouse = context.resources.warehouse.get_warehouse()
             now = pd.Timestamp.now(tz="UTC")
-            written = rows_checked = 0
-            outliers: list[OutlierResult] = []
-            completeness: dict[str, CompletenessReport] = {}
+            written = 0
+            evaluations: list[dg.AssetCheckEvaluation] = []
+            rows: list[dict[str, object]] = []
+            run_id = context.run.run_id
             try:
                 with source.get_client() as client:
                     for block in blocks(context.partition_keys):
@@ -149,21 +169,30 @@ def build_ohlcv_asset(
                         ]
                         frame = pd.concat(windows, ignore_index=True)
                         schema = check_schema(frame, bar)
+                        counts = rows_by_partition(frame, block)
                         if not schema.passed:
-                            yield schema_result(schema, context.partition_keys)
+                            yield from selected(context, schema_evaluations(key, schema, counts))
                             raise dg.Failure(
                                 description=f"{provider} {interval}: {schema_failure(schema)}",
                                 allow_retries=False,
                             )
                         scope = Scope(provider, interval, block.symbols, block.start, block.end)
                         written += warehouse.write_ohlcv(frame, scope)
-                        rows_checked += schema.rows
-                        found, reports = _assess(
-                            context, universe, provider, bar, block, frame, schema, warehouse, now
-                        )
-                        outliers += found
-                        completeness.update(reports)
+                        evaluations += schema_evaluations(key, schema, counts)
+                        for part in _assess(
+                            universe, provider, bar, block, frame, schema, warehouse, now
+                        ):
+                            found = [
+                                part.outliers_evaluation(key),
+                                part.completeness_evaluation(key),
+                                stored_evaluation(key, part.key, lag, now),
+                            ]
+                            evaluations += found
+                            context.add_asset_metadata(part.metadata(found), partition_key=part.key)
+                            rows.append(part.quality_row(provider, interval, found, run_id))
                     work = client.metadata()
+                # The daily quality report reads these; one upsert for the run.
+                warehouse.write_quality(pd.DataFrame(rows))
             except PERMANENT_FAILURES as exc:
                 raise dg.Failure(description=str(exc), allow_retries=False) from exc
             context.log.info(
@@ -175,25 +204,71 @@ def build_ohlcv_asset(
                 work["requests"],
                 work["cache_hits"],
             )
-            passed = SchemaReport(
-                rows=rows_checked, passed=True, failures=0, failing_rows=0, checks={}
-            )
             # Figures of the whole run (requests, cache, limiter); the per-partition ones (rows,
-            # missing bars, quality score) were added to each partition's materialisation.
+            # missing bars, failed checks, quality score) were added to each partition's
+            # materialisation, and each partition gets its own check evaluations.
             yield dg.MaterializeResult(
-                metadata={**work, "run_partitions": len(context.partition_keys)},
-                check_results=[
-                    schema_result(passed, context.partition_keys),
-                    outliers_result(outliers),
-                    completeness_result(completeness),
-                ],
+                metadata={**work, "run_partitions": len(context.partition_keys)}
             )
+            yield from selected(context, evaluations)
+            yield from check_outputs(context)
 
     return _ohlcv
 
 
+@dataclass(frozen=True)
+class PartitionQuality:
+    """What the run measured of one partition it stored."""
+
+    key: str
+    rows: pd.DataFrame
+    outliers: list[OutlierResult]
+    completeness: CompletenessReport
+    score: QualityScore
+
+    def outliers_evaluation(self, asset: dg.AssetKey) -> dg.AssetCheckEvaluation:
+        return outliers_evaluation(asset, self.key, self.outliers)
+
+    def completeness_evaluation(self, asset: dg.AssetKey) -> dg.AssetCheckEvaluation:
+        return completeness_evaluation(asset, self.key, self.completeness)
+
+    def quality_row(
+        self,
+        provider: str,
+        interval: str,
+        evaluations: Sequence[dg.AssetCheckEvaluation],
+        run_id: str,
+    ) -> dict[str, object]:
+        """The partition's row of the quality table (see the daily quality report)."""
+        part = DaySymbol.from_key(self.key)
+        return quality_row(
+            provider,
+            interval,
+            part.symbol,
+            part.day,
+            self.score,
+            self.completeness,
+            outliers=self.outliers,
+            failed=failed_checks(evaluations),
+            run_id=run_id,
+        )
+
+    def metadata(self, evaluations: Sequence[dg.AssetCheckEvaluation]) -> dict[str, object]:
+        """The partition's materialisation metadata, naming the checks it failed."""
+        metadata: dict[str, object] = {
+            "rows": len(self.rows),
+            "expected_bars": self.completeness.expected,
+            "missing_bars": self.completeness.missing,
+            "failed_checks": ", ".join(failed_checks(evaluations)) or "none",
+            **self.score.as_metadata(),
+        }
+        if len(self.rows):
+            metadata["first_bar"] = dg.MetadataValue.timestamp(self.rows["ts"].iloc[0])
+            metadata["last_bar"] = dg.MetadataValue.timestamp(self.rows["ts"].iloc[-1])
+        return metadata
+
+
 def _assess(
-    context: dg.AssetExecutionContext,
     universe: Universe,
     provider: str,
     bar: Interval,
@@ -202,14 +277,12 @@ def _assess(
     schema: SchemaReport,
     warehouse: Warehouse,
     now: pd.Timestamp,
-) -> tuple[list[OutlierResult], dict[str, CompletenessReport]]:
-    """Outliers and completeness of ``block``'s stored bars; per-partition figures and score.
+) -> Iterator[PartitionQuality]:
+    """Outliers, completeness and quality score of each partition of ``block``'s stored bars.
 
-    Outliers are scored against the bars stored before the block too, so that a daily
-    partition's single bar has a baseline.
+    Outliers are scored once per symbol against the bars stored before the block too, so that a
+    daily partition's single bar has a baseline, and each day is judged on its own bars.
     """
-    outliers: list[OutlierResult] = []
-    reports: dict[str, CompletenessReport] = {}
     spec = universe.provider(provider)
     # One history query for the block, and each (symbol, day)'s rows located once.
     history = warehouse.read_ohlcv(
@@ -223,28 +296,16 @@ def _assess(
     for symbol in block.symbols:
         instrument = universe.instruments[universe.canonical(provider, symbol)]
         own = frame.loc[frame["symbol"] == symbol]
-        found = detect_outliers(histories.get(symbol, history.iloc[:0]), own, block.start)
-        outliers += found
+        by_day = detect_outliers_by_day(histories.get(symbol, history.iloc[:0]), own, block.start)
         for day in block.days:
             start = pd.Timestamp(day, tz="UTC")
             part = frame.iloc[rows.get((symbol, start), no_rows)]
             report = check_completeness(part, instrument, bar, start, start + DAY, now)
-            key = partition_key(day, symbol)
-            reports[str(key)] = report
+            outliers = by_day.get(start, [])
             score = window_score(
-                report, schema, found, start + DAY, now, spec.freshness_lag_minutes * 60.0
+                report, schema, outliers, start + DAY, now, spec.freshness_lag_minutes * 60.0
             )
-            metadata: dict[str, object] = {
-                "rows": len(part),
-                "expected_bars": report.expected,
-                "missing_bars": report.missing,
-                **score.as_metadata(),
-            }
-            if len(part):
-                metadata["first_bar"] = dg.MetadataValue.timestamp(part["ts"].iloc[0])
-                metadata["last_bar"] = dg.MetadataValue.timestamp(part["ts"].iloc[-1])
-            context.add_asset_metadata(metadata, partition_key=key)
-    return outliers, reports
+            yield PartitionQuality(str(partition_key(day, symbol)), part, outliers, report, score)
 
 
 def build_ohlcv_assets(

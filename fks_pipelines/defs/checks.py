@@ -1,21 +1,25 @@
-"""Asset checks of the OHLCV assets, computed inside the run that stores the bars.
+"""Asset checks of the OHLCV assets: one evaluation per check and partition, recorded by the run.
 
-Each provider asset declares three checks: ``schema`` (blocking, ERROR: nothing is stored when it
-fails), ``outliers`` (high severity ERROR, medium WARN) and ``completeness`` (WARN). The
-consolidated assets declare ``agreement`` (beyond the asset class's warn tolerance WARN, beyond
-its hard limit ERROR). The measures come from :mod:`fks_pipelines.quality`; this module turns them
-into Dagster check results.
+Each provider asset declares ``schema`` (blocking, ERROR: nothing is stored when it fails),
+``outliers`` (high severity ERROR, medium WARN), ``completeness`` (WARN) and ``freshness``
+(see :mod:`fks_pipelines.defs.freshness`). The consolidated assets declare ``schema``
+(blocking), ``completeness`` and ``agreement`` (beyond the asset class's warn tolerance WARN,
+beyond its hard limit ERROR, WARN when nothing could be compared). The measures come from
+:mod:`fks_pipelines.quality`; this module turns them into Dagster check evaluations.
 
-A run may cover a range of partitions (a backfill). Dagster records one evaluation per check and
-run (partitioned check results are a preview API whose range runs record no partition), so each
-evaluation covers its run's partitions and names the ones that failed in its metadata; each
-partition's own figures and quality score are on its materialisation.
+The checks are partitioned like their asset (Dagster 1.13's partitioned asset checks, a preview
+API): a run over a range of partitions records one evaluation per partition, so which partition
+failed which check, and how badly, stays on that partition after later runs of other partitions
+pass. An ``AssetCheckResult`` cannot name its partition in a range run, so the asset body yields
+``AssetCheckEvaluation`` events itself and then the checks' (empty) outputs, which is what
+Dagster does with an ``AssetCheckResult`` (:func:`check_outputs`).
 """
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import dagster as dg
 
+from fks_pipelines.market.universe import Tolerance
 from fks_pipelines.quality.agreement import Agreement
 from fks_pipelines.quality.completeness import CompletenessReport
 from fks_pipelines.quality.outliers import OutlierResult
@@ -25,70 +29,129 @@ SCHEMA = "schema"
 OUTLIERS = "outliers"
 COMPLETENESS = "completeness"
 AGREEMENT = "agreement"
-MAX_LISTED = 10  # failing partitions named in a check's metadata
+FRESHNESS = "freshness"
+MAX_LISTED = 10  # examples named in one evaluation's metadata
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
+_SEVERITY_ORDER = ["none", "low", "medium", "high"]
+
+SCHEMA_DESCRIPTION = (
+    "The pandera model (types, no nulls, high >= max(open, close), low <= min(open, close), "
+    "volume >= 0) plus unique, increasing, on-grid UTC open times. Checked before writing: a "
+    "failing run stores nothing, and nothing downstream reads the bad bars. One evaluation per "
+    "partition, with a few failing rows."
+)
+COMPLETENESS_DESCRIPTION = (
+    "Expected bars from the interval grid and the instrument's exchange calendar (24/7 for "
+    "crypto, sessions and half days for equities): missing bars, duplicates, bars stored while "
+    "still open, and stale runs of one close. WARN. One evaluation per partition."
+)
 
 
-def provider_check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+def provider_check_specs(
+    key: dg.AssetKey, partitions_def: dg.PartitionsDefinition, freshness: str
+) -> list[dg.AssetCheckSpec]:
+    """The checks of a provider asset; ``freshness`` describes its freshness rule."""
     return [
         dg.AssetCheckSpec(
             SCHEMA,
             asset=key,
             blocking=True,
-            description=(
-                "The pandera model (types, no nulls, high >= max(open, close), low <= "
-                "min(open, close), volume >= 0) plus unique, increasing, on-grid UTC open "
-                "times. Checked before writing: a failing run stores nothing, and the "
-                "consolidated series never reads the bad bars. Shows a few failing rows."
-            ),
+            partitions_def=partitions_def,
+            description=SCHEMA_DESCRIPTION,
         ),
         dg.AssetCheckSpec(
             OUTLIERS,
             asset=key,
+            partitions_def=partitions_def,
             description=(
                 "Close returns and log volume against a rolling robust (MAD) baseline of the "
-                "bars before them, stored history included: high severity fails as ERROR, "
-                "medium as WARN."
+                "bars before them, stored history included; each partition is judged on its own "
+                "bars: high severity fails as ERROR, medium as WARN."
             ),
         ),
         dg.AssetCheckSpec(
             COMPLETENESS,
             asset=key,
+            partitions_def=partitions_def,
+            description=COMPLETENESS_DESCRIPTION,
+        ),
+        dg.AssetCheckSpec(
+            FRESHNESS, asset=key, partitions_def=partitions_def, description=freshness
+        ),
+    ]
+
+
+def consolidated_check_specs(
+    key: dg.AssetKey, partitions_def: dg.PartitionsDefinition
+) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(
+            SCHEMA,
+            asset=key,
+            blocking=True,
+            partitions_def=partitions_def,
+            description=SCHEMA_DESCRIPTION,
+        ),
+        dg.AssetCheckSpec(
+            COMPLETENESS,
+            asset=key,
+            partitions_def=partitions_def,
+            description=COMPLETENESS_DESCRIPTION,
+        ),
+        dg.AssetCheckSpec(
+            AGREEMENT,
+            asset=key,
+            partitions_def=partitions_def,
             description=(
-                "Expected bars from the interval grid and the instrument's exchange calendar "
-                "(24/7 for crypto, sessions and half days for equities): missing bars, "
-                "duplicates, bars stored while still open, and stale runs of one close. WARN."
+                "Where providers cover the same bar, their closes against the chosen one: bars "
+                "beyond the asset class's warn tolerance fail as WARN, any beyond its hard "
+                "limit (error_bps) as ERROR. A partition where no bar was covered by two "
+                "providers fails as WARN: its bars are not verified."
             ),
         ),
     ]
 
 
-def consolidated_check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
-    return [
-        dg.AssetCheckSpec(
-            AGREEMENT,
-            asset=key,
-            description=(
-                "Where providers cover the same bar, their closes against the chosen one: bars "
-                "beyond the asset class's warn tolerance fail as WARN, any beyond its hard "
-                "limit (error_bps) as ERROR."
-            ),
-        )
-    ]
-
-
-def schema_result(report: SchemaReport, partitions: Sequence[str]) -> dg.AssetCheckResult:
-    metadata = {**report.as_metadata(), "partitions_checked": len(partitions)}
-    if report.passed:
-        return dg.AssetCheckResult(check_name=SCHEMA, passed=True, metadata=metadata)
-    return dg.AssetCheckResult(
-        check_name=SCHEMA,
-        passed=False,
-        severity=ERROR,
-        description=schema_failure(report),
-        metadata={**metadata, "partitions": _listed(partitions)},
+def evaluation(
+    key: dg.AssetKey,
+    check: str,
+    partition: str,
+    *,
+    failure: tuple[dg.AssetCheckSeverity, str] | None = None,
+    description: str | None = None,
+    metadata: Mapping[str, object] | None = None,
+) -> dg.AssetCheckEvaluation:
+    """One partition's evaluation: passed, or failed at ``failure``'s severity with its reason."""
+    return dg.AssetCheckEvaluation(
+        asset_key=key,
+        check_name=check,
+        passed=failure is None,
+        severity=failure[0] if failure else ERROR,
+        description=failure[1] if failure else description,
+        metadata=dict(metadata or {}),
+        blocking=check == SCHEMA,
+        partition=str(partition),
     )
+
+
+def schema_evaluations(
+    key: dg.AssetKey, report: SchemaReport, rows_by_partition: Mapping[str, int]
+) -> list[dg.AssetCheckEvaluation]:
+    """The schema verdict of a block written (or refused) as a whole, for each of its partitions.
+
+    A failing block stores nothing, so each of its partitions fails with the block's report.
+    """
+    if report.passed:
+        return [
+            evaluation(key, SCHEMA, p, description=f"{rows} rows valid", metadata={"rows": rows})
+            for p, rows in rows_by_partition.items()
+        ]
+    failure = (ERROR, schema_failure(report))
+    metadata = {**report.as_metadata(), "partitions_refused": len(rows_by_partition)}
+    return [
+        evaluation(key, SCHEMA, p, failure=failure, metadata=metadata) for p in rows_by_partition
+    ]
 
 
 def schema_failure(report: SchemaReport) -> str:
@@ -96,109 +159,130 @@ def schema_failure(report: SchemaReport) -> str:
     return f"{report.failures} schema failures in {report.rows} rows: {failed}; nothing stored"
 
 
-def outliers_result(results: Iterable[OutlierResult]) -> dg.AssetCheckResult:
-    results = list(results)
+def worst_severity(results: Sequence[OutlierResult]) -> str:
+    return max((r.severity for r in results), key=_SEVERITY_ORDER.index, default="none")
+
+
+def outliers_evaluation(
+    key: dg.AssetKey, partition: str, results: Sequence[OutlierResult]
+) -> dg.AssetCheckEvaluation:
+    """One partition's outliers, judged on its own bars (one result per field)."""
     metadata: dict[str, object] = {}
-    fields: dict[str, list[OutlierResult]] = {}
     for result in results:
-        fields.setdefault(result.field, []).append(result)
-    worst = "none"
-    for name, of_field in fields.items():
-        count = sum(r.count for r in of_field)
-        severity = max((r.severity for r in of_field), key=_SEVERITY_ORDER.index)
-        worst = max(worst, severity, key=_SEVERITY_ORDER.index)
-        metadata[f"outliers_{name}_count"] = count
-        metadata[f"outliers_{name}_severity"] = severity
-        scores = [r.max_score for r in of_field if r.max_score is not None]
-        if scores:
-            metadata[f"outliers_{name}_max_score"] = max(scores)
-        examples = [e for r in of_field for e in r.examples]
-        if examples:
-            metadata[f"outliers_{name}_examples"] = examples[:MAX_LISTED]
-    if worst in ("high", "medium"):
-        return dg.AssetCheckResult(
-            check_name=OUTLIERS,
-            passed=False,
-            severity=ERROR if worst == "high" else WARN,
-            description=f"{worst}-severity outliers",
+        metadata[f"outliers_{result.field}_count"] = result.count
+        metadata[f"outliers_{result.field}_severity"] = result.severity
+        if result.max_score is not None:
+            metadata[f"outliers_{result.field}_max_score"] = result.max_score
+        if result.examples:
+            metadata[f"outliers_{result.field}_examples"] = result.examples[:MAX_LISTED]
+    worst = worst_severity(results)
+    if worst not in ("high", "medium"):
+        scored = max((r.scored for r in results), default=0)
+        return evaluation(
+            key, OUTLIERS, partition, description=f"{scored} bars scored", metadata=metadata
+        )
+    fields = ", ".join(
+        f"{r.field} ({r.count}, worst score {r.max_score:.1f})"
+        for r in results
+        if r.severity == worst and r.max_score is not None
+    )
+    return evaluation(
+        key,
+        OUTLIERS,
+        partition,
+        failure=(ERROR if worst == "high" else WARN, f"{worst}-severity outliers: {fields}"),
+        metadata=metadata,
+    )
+
+
+def completeness_evaluation(
+    key: dg.AssetKey, partition: str, report: CompletenessReport
+) -> dg.AssetCheckEvaluation:
+    metadata = report.as_metadata()
+    problems = [
+        f"{count} {what}"
+        for count, what in (
+            (report.missing, "missing"),
+            (report.duplicates, "duplicated"),
+            (report.open_bars, "still open"),
+            (report.stale_runs, "stale runs"),
+        )
+        if count
+    ]
+    if not problems:
+        return evaluation(
+            key,
+            COMPLETENESS,
+            partition,
+            description=f"{report.present} of {report.expected} expected bars",
             metadata=metadata,
         )
-    return dg.AssetCheckResult(check_name=OUTLIERS, passed=True, metadata=metadata)
-
-
-_SEVERITY_ORDER = ["none", "low", "medium", "high"]
-
-
-def completeness_result(reports: Mapping[str, CompletenessReport]) -> dg.AssetCheckResult:
-    """One result for the run: ``reports`` maps each partition key to its report."""
-    incomplete = [
-        key
-        for key, r in reports.items()
-        if r.missing or r.duplicates or r.open_bars or r.stale_runs
-    ]
-    expected = sum(r.expected for r in reports.values())
-    present = sum(r.expected - r.missing for r in reports.values())
-    metadata: dict[str, object] = {
-        "partitions_checked": len(reports),
-        "partitions_incomplete": len(incomplete),
-        "bars_expected": expected,
-        "bars_missing": sum(r.missing for r in reports.values()),
-        "bars_duplicated": sum(r.duplicates for r in reports.values()),
-        "bars_open": sum(r.open_bars for r in reports.values()),
-        "stale_runs": sum(r.stale_runs for r in reports.values()),
-        "completeness_ratio": present / expected if expected else 1.0,
-    }
-    if not incomplete:
-        return dg.AssetCheckResult(check_name=COMPLETENESS, passed=True, metadata=metadata)
-    examples = [e for key in incomplete[:MAX_LISTED] for e in reports[key].missing_examples[:2]]
-    return dg.AssetCheckResult(
-        check_name=COMPLETENESS,
-        passed=False,
-        severity=WARN,
-        description=f"{len(incomplete)} of {len(reports)} partitions incomplete",
-        metadata={
-            **metadata,
-            "incomplete_partitions": _listed(incomplete),
-            "missing_examples": examples[:MAX_LISTED],
-        },
+    return evaluation(
+        key,
+        COMPLETENESS,
+        partition,
+        failure=(WARN, f"{', '.join(problems)} of {report.expected} expected bars"),
+        metadata=metadata,
     )
 
 
-def agreement_result(agreements: Mapping[str, tuple[Agreement, float]]) -> dg.AssetCheckResult:
-    """Per partition key: its agreement and its hard limit in basis points."""
-    compared = {k: a for k, (a, _) in agreements.items() if a.compared}
-    beyond = [k for k, a in compared.items() if a.beyond_tolerance]
-    hard = [k for k, (a, error_bps) in agreements.items() if (a.max_abs_dev_bps or 0.0) > error_bps]
-    maxima = [a.max_abs_dev_bps for a in compared.values() if a.max_abs_dev_bps is not None]
-    metadata: dict[str, object] = {
-        "partitions_checked": len(agreements),
-        "partitions_compared": len(compared),
-        "partitions_beyond_tolerance": len(beyond),
-        "partitions_beyond_hard_limit": len(hard),
-        "bars_beyond_tolerance": sum(a.beyond_tolerance for a in compared.values()),
-    }
-    if maxima:
-        metadata["agreement_max_bps"] = max(maxima)
-    if not beyond and not hard:
-        return dg.AssetCheckResult(check_name=AGREEMENT, passed=True, metadata=metadata)
-    failing = hard or beyond
-    return dg.AssetCheckResult(
-        check_name=AGREEMENT,
-        passed=False,
-        severity=ERROR if hard else WARN,
-        description=(
-            f"providers disagree beyond the hard limit in {len(hard)} partitions"
-            if hard
-            else f"providers disagree beyond tolerance in {len(beyond)} partitions"
-        ),
-        metadata={**metadata, "failing_partitions": _listed(failing)},
-    )
+def agreement_evaluation(
+    key: dg.AssetKey, partition: str, agreement: Agreement, tolerance: Tolerance
+) -> dg.AssetCheckEvaluation:
+    """One consolidated partition's agreement; nothing compared is a WARN, not a pass."""
+    metadata = {**agreement.as_metadata(), "agreement_error_bps": tolerance.error_bps}
+    if not agreement.compared:
+        sources = ", ".join(agreement.source_mix) or "no provider"
+        reason = (
+            f"not verified: no bar covered by two providers ({sources} stored these bars)"
+            if agreement.bars
+            else "not verified: no provider stored bars for this partition"
+        )
+        return evaluation(key, AGREEMENT, partition, failure=(WARN, reason), metadata=metadata)
+    worst = agreement.max_abs_dev_bps or 0.0
+    if worst > tolerance.error_bps:
+        failure = (
+            ERROR,
+            f"providers disagree by up to {worst:.1f} bp, beyond the hard limit of "
+            f"{tolerance.error_bps:g} bp",
+        )
+    elif agreement.beyond_tolerance:
+        failure = (
+            WARN,
+            f"{agreement.beyond_tolerance} of {agreement.compared} compared bars beyond "
+            f"{tolerance.warn_bps:g} bp (worst {worst:.1f} bp)",
+        )
+    else:
+        return evaluation(
+            key,
+            AGREEMENT,
+            partition,
+            description=f"{agreement.compared} bars compared, worst {worst:.1f} bp",
+            metadata=metadata,
+        )
+    return evaluation(key, AGREEMENT, partition, failure=failure, metadata=metadata)
 
 
-def _listed(keys: Sequence[str]) -> list[str]:
-    keys = [str(k) for k in keys]
-    return (
-        keys
-        if len(keys) <= MAX_LISTED
-        else [*keys[:MAX_LISTED], f"... {len(keys) - MAX_LISTED} more"]
-    )
+def failed_checks(evaluations: Sequence[dg.AssetCheckEvaluation]) -> list[str]:
+    """A partition's failed checks as ``check:SEVERITY``, e.g. ``outliers:ERROR``."""
+    return [f"{e.check_name}:{e.severity.value}" for e in evaluations if not e.passed]
+
+
+def selected(
+    context: dg.AssetExecutionContext, evaluations: Sequence[dg.AssetCheckEvaluation]
+) -> list[dg.AssetCheckEvaluation]:
+    """``evaluations`` of the checks this run selected (the UI can launch an asset without them).
+
+    Yield them after the ``MaterializeResult``: the UI takes an evaluation recorded in the run
+    that stored the partition as the check of the partition's current data.
+    """
+    chosen = context.selected_asset_check_keys
+    return [e for e in evaluations if e.asset_check_key in chosen]
+
+
+def check_outputs(context: dg.AssetExecutionContext) -> Iterator[dg.Output]:
+    """The (empty) outputs of the selected checks, once the body has yielded their evaluations."""
+    selected = context.selected_asset_check_keys
+    for name, spec in context.assets_def.check_specs_by_output_name.items():
+        if spec.key in selected:
+            yield dg.Output(None, output_name=name)

@@ -3,37 +3,55 @@
 Built from the provider assets already in the warehouse: each bar comes from the first provider
 in the universe's ``priority`` that stored it, so a missing or failed provider window is filled
 from the next provider. Where several providers stored a bar, their closes are compared and the
-agreement is stored with the bar and shown as metadata per partition.
+agreement is stored with the bar and shown as metadata per partition. Each partition is checked
+like a provider's: schema (blocking), completeness against the instrument's calendar, a quality
+score, and the agreement check.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 import dagster as dg
 import pandas as pd
 
 from fks_pipelines.defs.assets import (
+    DAY,
     DEFAULT_POLICY,
-    GROUP,
     AssetPolicy,
     asset_class_tag,
     beta_apis,
     ohlcv_asset_key,
     with_code_references,
 )
-from fks_pipelines.defs.checks import agreement_result, consolidated_check_specs
+from fks_pipelines.defs.checks import (
+    agreement_evaluation,
+    check_outputs,
+    completeness_evaluation,
+    consolidated_check_specs,
+    failed_checks,
+    schema_evaluations,
+    schema_failure,
+    selected,
+)
 from fks_pipelines.defs.partitions import (
     DATE,
     SYMBOL,
     Block,
+    DaySymbol,
     blocks,
     day_symbol_partitions,
     partition_key,
+    rows_by_partition,
 )
-from fks_pipelines.market.consolidate import consolidate
-from fks_pipelines.market.universe import Universe
+from fks_pipelines.market.consolidate import CONSOLIDATED, as_canonical, consolidate
+from fks_pipelines.market.intervals import Interval
+from fks_pipelines.market.universe import Tolerance, Universe
 from fks_pipelines.quality.agreement import Agreement, measure_agreement
-from fks_pipelines.quality.score import quality_score
+from fks_pipelines.quality.completeness import CompletenessReport, check_completeness
+from fks_pipelines.quality.report import quality_row
+from fks_pipelines.quality.schema import SchemaReport, check_schema
+from fks_pipelines.quality.score import QualityScore, quality_score
 from fks_pipelines.warehouse.store import ConsolidatedScope, Warehouse
 
 
@@ -83,6 +101,9 @@ def build_consolidated_asset(
     sources = consolidated_sources(universe, interval)
     instruments = consolidated_instruments(universe, interval)
     start = min(universe.providers[p].start_date for p in sources)
+    key = consolidated_asset_key(interval)
+    bar = Interval.parse(interval)
+    partitions = day_symbol_partitions(start, instruments)
     with beta_apis():
         deps = [
             dg.AssetDep(
@@ -106,19 +127,19 @@ def build_consolidated_asset(
         ]
 
         @dg.asset(
-            key=consolidated_asset_key(interval),
+            key=key,
             deps=deps,
-            partitions_def=day_symbol_partitions(start, instruments),
-            group_name=GROUP,
+            partitions_def=partitions,
+            group_name=CONSOLIDATED,
             kinds={"python", "pandas"},
             tags={
-                "provider": "consolidated",
+                "provider": CONSOLIDATED,
                 "interval": interval,
                 "asset_class": asset_class_tag(universe, instruments),
             },
             owners=list(policy.owners),
             required_resource_keys={"warehouse"},
-            check_specs=consolidated_check_specs(consolidated_asset_key(interval)),
+            check_specs=consolidated_check_specs(key, partitions),
             retry_policy=policy.retry,
             backfill_policy=policy.backfill,
             automation_condition=after_provider_updates(lookback_days),
@@ -127,13 +148,17 @@ def build_consolidated_asset(
                 "warehouse table `ohlcv_consolidated`. Each bar comes from the first provider in "
                 f"priority order ({', '.join(p for p in universe.priority if p in sources)}) that "
                 "stored it, named in its `source` column; where several providers stored a bar, "
-                "`agreement_bps` is the largest deviation of their closes from the chosen one."
+                "`agreement_bps` is the largest deviation of their closes from the chosen one. "
+                "Checked like the provider series (schema, completeness against the calendar, "
+                "quality score per partition) plus cross-provider agreement."
             ),
         )
-        def _consolidated(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        def _consolidated(context: dg.AssetExecutionContext) -> Iterator[object]:
             warehouse: Warehouse = context.resources.warehouse.get_warehouse()
+            now = pd.Timestamp.now(tz="UTC")
             written = 0
-            agreements: dict[str, tuple[Agreement, float]] = {}
+            evaluations: list[dg.AssetCheckEvaluation] = []
+            rows: list[dict[str, object]] = []
             for block in blocks(context.partition_keys):
                 frames = [
                     consolidate(
@@ -144,22 +169,50 @@ def build_consolidated_asset(
                     for instrument in block.symbols
                 ]
                 frame = pd.concat(frames, ignore_index=True)
+                bars = as_canonical(frame)
+                schema = check_schema(bars, bar)
+                counts = rows_by_partition(bars, block)
+                if not schema.passed:
+                    yield from selected(context, schema_evaluations(key, schema, counts))
+                    raise dg.Failure(
+                        description=f"consolidated {interval}: {schema_failure(schema)}",
+                        allow_retries=False,
+                    )
                 scope = ConsolidatedScope(interval, block.symbols, block.start, block.end)
                 written += warehouse.write_consolidated(frame, scope)
-                for key, agreement, error_bps in _record_partitions(
-                    context, universe, block, frame
-                ):
-                    agreements[key] = (agreement, error_bps)
+                evaluations += schema_evaluations(key, schema, counts)
+                for part in _partitions(universe, bar, block, frame, bars, schema, now):
+                    found = [
+                        completeness_evaluation(key, part.key, part.completeness),
+                        agreement_evaluation(key, part.key, part.agreement, part.tolerance),
+                    ]
+                    evaluations += found
+                    context.add_asset_metadata(part.metadata(found), partition_key=part.key)
+                    day = DaySymbol.from_key(part.key)
+                    rows.append(
+                        quality_row(
+                            CONSOLIDATED,
+                            interval,
+                            day.symbol,
+                            day.day,
+                            part.score,
+                            part.completeness,
+                            agreement=part.agreement,
+                            failed=failed_checks(found),
+                            run_id=context.run.run_id,
+                        )
+                    )
+            # The daily quality report reads these; one upsert for the run.
+            warehouse.write_quality(pd.DataFrame(rows))
             context.log.info(
                 "consolidated %s: stored %d bars for %d partitions",
                 interval,
                 written,
                 len(context.partition_keys),
             )
-            return dg.MaterializeResult(
-                metadata={"run_partitions": len(context.partition_keys)},
-                check_results=[agreement_result(agreements)],
-            )
+            yield dg.MaterializeResult(metadata={"run_partitions": len(context.partition_keys)})
+            yield from selected(context, evaluations)
+            yield from check_outputs(context)
 
     return _consolidated
 
@@ -180,26 +233,63 @@ def _windows(
     ]
 
 
-def _record_partitions(
-    context: dg.AssetExecutionContext, universe: Universe, block: Block, frame: pd.DataFrame
-) -> Iterator[tuple[str, Agreement, float]]:
-    """Rows, source mix, agreement and quality score of each partition of ``block``.
+@dataclass(frozen=True)
+class ConsolidatedPartition:
+    """What the run measured of one consolidated partition it stored."""
 
-    Yields each partition's key, agreement and hard limit (``error_bps``) for the check.
+    key: str
+    rows: pd.DataFrame
+    completeness: CompletenessReport
+    agreement: Agreement
+    tolerance: Tolerance
+    score: QualityScore
+
+    def metadata(self, evaluations: Sequence[dg.AssetCheckEvaluation]) -> dict[str, object]:
+        return {
+            **self.agreement.as_metadata(),
+            "expected_bars": self.completeness.expected,
+            "missing_bars": self.completeness.missing,
+            "failed_checks": ", ".join(failed_checks(evaluations)) or "none",
+            **self.score.as_metadata(),
+        }
+
+
+def _partitions(
+    universe: Universe,
+    bar: Interval,
+    block: Block,
+    frame: pd.DataFrame,
+    bars: pd.DataFrame,
+    schema: SchemaReport,
+    now: pd.Timestamp,
+) -> Iterator[ConsolidatedPartition]:
+    """Completeness, agreement and quality score of each partition of ``block``.
+
+    ``frame`` is the block's consolidated series and ``bars`` the same rows as a canonical
+    frame (for the completeness check).
     """
     days = frame["ts"].dt.floor("D")
     for instrument in block.symbols:
         tolerance = universe.tolerance(instrument)
+        calendar = universe.instruments[instrument]
         of_instrument = frame["instrument"] == instrument
         for day in block.days:
-            part = frame.loc[of_instrument & (days == pd.Timestamp(day, tz="UTC"))]
-            agreement = measure_agreement(part, tolerance.warn_bps)
-            score = quality_score(None, None, [], None, None, agreement, tolerance)
-            key = partition_key(day, instrument)
-            context.add_asset_metadata(
-                {**agreement.as_metadata(), **score.as_metadata()}, partition_key=key
+            start = pd.Timestamp(day, tz="UTC")
+            inside = (of_instrument & (days == start)).to_numpy()
+            part = frame.loc[inside]
+            completeness = check_completeness(
+                bars.loc[inside], calendar, bar, start, start + DAY, now
             )
-            yield str(key), agreement, tolerance.error_bps
+            agreement = measure_agreement(part, tolerance.warn_bps)
+            score = quality_score(completeness, schema, [], None, None, agreement, tolerance)
+            yield ConsolidatedPartition(
+                str(partition_key(day, instrument)),
+                part,
+                completeness,
+                agreement,
+                tolerance,
+                score,
+            )
 
 
 def build_consolidated_assets(

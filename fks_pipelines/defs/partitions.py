@@ -77,6 +77,18 @@ class Block:
         return [d.date() for d in pd.date_range(self.start, self.end, freq="D", inclusive="left")]
 
 
+def rows_by_partition(frame: pd.DataFrame, block: Block) -> dict[str, int]:
+    """Rows of ``frame`` in each partition of ``block`` (0 for a partition without bars)."""
+    counts = frame.groupby(
+        [frame["symbol"].astype(str), frame["ts"].dt.floor("D")], observed=True
+    ).size()
+    return {
+        str(partition_key(day, symbol)): int(counts.get((symbol, pd.Timestamp(day, tz="UTC")), 0))
+        for symbol in block.symbols
+        for day in block.days
+    }
+
+
 def blocks(keys: Iterable[str | dg.MultiPartitionKey]) -> list[Block]:
     """Cut partitions into the fewest blocks whose symbols share one run of consecutive days.
 
@@ -106,23 +118,34 @@ def run_ranges(
     symbol_order: Sequence[str],
     max_partitions: int,
 ) -> list[tuple[str, str]]:
-    """``(first, last)`` partition keys of the runs that cover ``keys``, as a backfill would.
+    """``(first, last)`` partition keys of the fewest runs that cover ``keys``, as a backfill
+    would cut them.
 
-    Like Dagster's backfills under a ``BackfillPolicy``, a range holds one dimension fixed: the
-    keys of a single day become ranges over adjacent symbols (in ``symbol_order``, the static
-    dimension's order); otherwise each symbol's consecutive days become ranges, at most
-    ``max_partitions`` long.
+    Like Dagster's backfills under a ``BackfillPolicy``, a range holds one dimension fixed: each
+    symbol's consecutive days (at most ``max_partitions`` long), or each day's adjacent symbols
+    (in ``symbol_order``, the static dimension's order). Whichever gives fewer runs is taken, so
+    that the runs of many symbols over a few days grow with the days, not with the symbols; on a
+    tie, ranges of days, whose symbol a run fetches as one window.
     """
     parts = [DaySymbol.from_key(key) for key in keys]
     if not parts:
         return []
+    by_symbol = _symbol_ranges(parts, symbol_order, max_partitions)
+    by_day = _day_ranges(parts, symbol_order, max_partitions)
+    return by_day if len(by_day) < len(by_symbol) else by_symbol
+
+
+def _day_ranges(
+    parts: Sequence[DaySymbol], symbol_order: Sequence[str], max_partitions: int
+) -> list[tuple[str, str]]:
+    """Per day, its adjacent symbols as ranges of at most ``max_partitions``."""
     position = {symbol: i for i, symbol in enumerate(symbol_order)}
-    days = sorted({p.day for p in parts})
+    indices_by_day: dict[date, list[int]] = defaultdict(list)
+    for p in parts:
+        indices_by_day[p.day].append(position[p.symbol])
     ranges: list[tuple[str, str]] = []
-    if len(days) == 1:
-        (day,) = days
-        indices = sorted(position[p.symbol] for p in parts)
-        for first, last in _consecutive(indices):
+    for day in sorted(indices_by_day):
+        for first, last in _consecutive(sorted(set(indices_by_day[day]))):
             for lo in range(first, last + 1, max_partitions):
                 hi = min(lo + max_partitions - 1, last)
                 ranges.append(
@@ -131,10 +154,18 @@ def run_ranges(
                         str(partition_key(day, symbol_order[hi])),
                     )
                 )
-        return ranges
+    return ranges
+
+
+def _symbol_ranges(
+    parts: Sequence[DaySymbol], symbol_order: Sequence[str], max_partitions: int
+) -> list[tuple[str, str]]:
+    """Per symbol, its consecutive days as ranges of at most ``max_partitions``."""
+    position = {symbol: i for i, symbol in enumerate(symbol_order)}
     days_by_symbol: dict[str, list[date]] = defaultdict(list)
     for p in parts:
         days_by_symbol[p.symbol].append(p.day)
+    ranges: list[tuple[str, str]] = []
     for symbol in sorted(days_by_symbol, key=position.__getitem__):
         for first, last in _day_runs(days_by_symbol[symbol]):
             lo = first

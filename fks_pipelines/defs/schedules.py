@@ -7,14 +7,19 @@ schedule tick asks for adjacent symbols as one range run.
 
 The catch-up sensor looks back over recent finished days and launches what is missing or failed,
 as range runs cut like a backfill under the assets' ``BackfillPolicy``. It gives up on a partition
-after a set number of launches (a missing key or an unknown symbol does not mend itself) and says
-so in the sensor's log.
+after a set number of launches (an unknown symbol does not mend itself) and says so in the
+sensor's log.
+
+Automation degrades per provider, never per tick: the assets of a provider that is not configured
+(its key unset) are skipped by every schedule and sensor with a reason naming the variable, and
+the others are launched. A run request for such an asset would fail when the daemon creates the
+run (its resource cannot be configured), failing the whole tick and holding its cursor.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
@@ -24,6 +29,7 @@ import dagster as dg
 from fks_pipelines.defs.partitions import (
     RANGE_END_TAG,
     RANGE_START_TAG,
+    DaySymbol,
     partition_key,
     run_ranges,
 )
@@ -34,7 +40,12 @@ from fks_pipelines.market.universe import Instrument, Universe
 # Minutes past 00:00 UTC at which a day's partitions are asked for: late enough for end-of-day
 # providers to have published a US session (it ends 21:00 UTC at the latest).
 DAILY_CRON = "15 0 * * *"
+DAILY_AT = "00:15 UTC"
 TRIGGER_TAG = "fks/trigger"
+# Run tags that make a range run findable by partition in the Runs list (filter by tag): the
+# dimension a range holds fixed, as Dagster sets dagster/partition for a single partition.
+SYMBOL_TAG = "fks/symbol"
+DATE_TAG = "fks/date"
 
 Clock = Callable[[], datetime]
 
@@ -48,6 +59,7 @@ class DailyTarget:
     """A partitioned OHLCV asset as schedules see it: its job and which symbols trade when."""
 
     asset: dg.AssetsDefinition
+    provider: str
     interval: Interval
     instruments: dict[str, Instrument]  # partition symbol -> instrument, in partition order
     start: date
@@ -98,10 +110,49 @@ class DailyTarget:
                     dg.RunRequest(
                         run_key=run_key,
                         job_name=self.job.name,
-                        tags={**tags, RANGE_START_TAG: first, RANGE_END_TAG: last},
+                        tags={
+                            **tags,
+                            **range_tags(first, last),
+                            RANGE_START_TAG: first,
+                            RANGE_END_TAG: last,
+                        },
                     )
                 )
         return requests
+
+
+def range_tags(first: str, last: str) -> dict[str, str]:
+    """The ``fks/symbol`` or ``fks/date`` tag of the range ``[first, last]``: the dimension it
+    holds fixed."""
+    a, b = DaySymbol.from_key(first), DaySymbol.from_key(last)
+    if a.symbol == b.symbol:
+        return {SYMBOL_TAG: a.symbol}
+    return {DATE_TAG: a.day.isoformat()}
+
+
+def skipped_targets(
+    targets: Sequence[DailyTarget], missing_keys: Mapping[str, str]
+) -> tuple[list[DailyTarget], dict[str, str]]:
+    """The targets whose provider is configured, and a reason for each of the others.
+
+    ``missing_keys`` maps a provider that is not configured to the variable it lacks.
+    """
+    ready: list[DailyTarget] = []
+    skipped: dict[str, str] = {}
+    for target in targets:
+        variable = missing_keys.get(target.provider)
+        if variable is None:
+            ready.append(target)
+        else:
+            skipped[target.name] = not_configured(target, variable)
+    return ready, skipped
+
+
+def not_configured(target: DailyTarget, variable: str) -> str:
+    return (
+        f"{target.key.to_user_string()} skipped: {target.provider} is not configured "
+        f"({variable} is not set)"
+    )
 
 
 def provider_targets(
@@ -115,6 +166,7 @@ def provider_targets(
         targets.append(
             DailyTarget(
                 asset=asset,
+                provider=tags["provider"],
                 interval=Interval.parse(tags["interval"]),
                 instruments={s: universe.instruments[i] for s, i in spec.symbols.items()},
                 start=spec.start_date,
@@ -125,8 +177,13 @@ def provider_targets(
     return targets
 
 
-def build_daily_schedule(target: DailyTarget) -> dg.ScheduleDefinition:
-    """Materialise the UTC day that closed before each tick, for the symbols that traded."""
+def build_daily_schedule(
+    target: DailyTarget, missing_key: str | None = None
+) -> dg.ScheduleDefinition:
+    """Materialise the UTC day that closed before each tick, for the symbols that traded.
+
+    With ``missing_key`` (the provider's unset key variable) every tick skips, naming it.
+    """
 
     @dg.schedule(
         name=f"{target.name}_daily",
@@ -134,11 +191,13 @@ def build_daily_schedule(target: DailyTarget) -> dg.ScheduleDefinition:
         cron_schedule=DAILY_CRON,
         execution_timezone="UTC",
         description=(
-            f"Each day at {DAILY_CRON} UTC: the previous UTC day of "
-            f"{target.key.to_user_string()}, for symbols whose market traded that day."
+            f"Daily at {DAILY_AT}: the UTC day just closed of {target.key.to_user_string()}, "
+            "for the symbols whose market had bars that day."
         ),
     )
     def _daily(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
+        if missing_key is not None:
+            return dg.SkipReason(not_configured(target, missing_key))
         day = context.scheduled_execution_time.astimezone(UTC).date() - timedelta(days=1)
         keys = target.trading_keys([day])
         if not keys:
@@ -153,27 +212,35 @@ def build_catchup_sensor(
     lookback_days: int,
     max_attempts: int,
     interval_s: int,
+    missing_keys: Mapping[str, str] | None = None,
     clock: Clock = utc_now,
 ) -> dg.SensorDefinition:
-    """Launch missing or failed partitions of the last ``lookback_days`` finished UTC days."""
+    """Launch missing or failed partitions of the last ``lookback_days`` finished UTC days.
+
+    Targets whose provider is in ``missing_keys`` (provider -> unset key variable) are skipped.
+    """
+    ready, skipped = skipped_targets(targets, missing_keys or {})
 
     @dg.sensor(
         name="ohlcv_catchup",
-        jobs=[t.job for t in targets],
+        jobs=[t.job for t in ready] or None,
         minimum_interval_seconds=interval_s,
         description=(
-            f"Every {interval_s} s: finds partitions of the last {lookback_days} finished UTC "
-            "days that are missing or failed (days without a session excepted) and launches "
-            f"them as range runs; gives up on a partition after {max_attempts} launches."
+            f"Every {every(interval_s)}: finds partitions of the last {lookback_days} finished "
+            "UTC days that are missing or failed (days without a session excepted) and launches "
+            f"them as range runs; gives up on a partition after {max_attempts} launches. Skips "
+            "providers without their key."
         ),
     )
     def _catchup(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        for reason in skipped.values():
+            context.log.info(reason)
         today = clock().astimezone(UTC).date()
         days = [today - timedelta(days=n) for n in range(lookback_days, 0, -1)]
         attempts: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
         kept: dict[str, int] = {}
         requests: list[dg.RunRequest] = []
-        for target in targets:
+        for target in ready:
             keys = target.trading_keys(days)
             status = context.instance.get_status_by_partition(
                 target.key, keys, target.asset.partitions_def
@@ -203,10 +270,19 @@ def build_catchup_sensor(
                 launch.append(key)
             requests += target.run_requests(launch, None, {TRIGGER_TAG: "catchup"})
         if not requests:
-            return dg.SensorResult(
-                skip_reason=f"nothing missing or failed in the last {lookback_days} days",
-                cursor=json.dumps(kept, sort_keys=True),
-            )
+            reason = f"nothing missing or failed in the last {lookback_days} days"
+            if skipped:
+                reason += "; " + "; ".join(skipped.values())
+            return dg.SensorResult(skip_reason=reason, cursor=json.dumps(kept, sort_keys=True))
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(kept, sort_keys=True))
 
     return _catchup
+
+
+def every(seconds: int) -> str:
+    """``900`` -> ``15 min``: an interval as a person reads it."""
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"

@@ -19,7 +19,7 @@ pending one, nor one still to publish), so that the table does not grow without 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 import dagster as dg
@@ -27,9 +27,9 @@ from pydantic import Field
 
 from fks_pipelines.defs.partitions import partition_key
 from fks_pipelines.defs.resources import WarehouseResource
-from fks_pipelines.defs.schedules import TRIGGER_TAG, DailyTarget, utc_now
+from fks_pipelines.defs.schedules import TRIGGER_TAG, DailyTarget, skipped_targets, utc_now
 from fks_pipelines.warehouse.webhook_events import StatusUpdate, WebhookEventStore
-from fks_pipelines.webhooks.mapping import REQUESTED, AssetScope, decide
+from fks_pipelines.webhooks.mapping import IGNORED, REQUESTED, AssetScope, decide
 from fks_pipelines.webhooks.stream import EventStream
 
 BATCH = 5000  # events read (and published) per tick; a larger backlog takes several ticks
@@ -60,6 +60,7 @@ def asset_scope(target: DailyTarget) -> AssetScope:
 
 def build_webhook_sensor(
     targets: Sequence[DailyTarget],
+    missing_keys: Mapping[str, str] | None = None,
     interval_s: int = 30,
     retention_days: int = 30,
     clock: Callable[[], datetime] = utc_now,
@@ -68,6 +69,9 @@ def build_webhook_sensor(
 
     Args:
         targets: The provider assets events may refresh.
+        missing_keys: Provider -> its unset key variable, for each provider not configured: an
+            event for its assets is marked ``ignored`` with that reason instead of launching a
+            run that would fail.
         interval_s: Seconds between evaluations.
         retention_days: Handled events older than this are deleted (0: kept for ever).
         clock: Now, UTC (tests pass a fixed time).
@@ -78,15 +82,17 @@ def build_webhook_sensor(
         scope = asset_scope(target)
         scopes[(scope.provider, scope.interval)] = scope
         by_asset[(scope.provider, scope.interval)] = target
+    ready, skipped = skipped_targets(targets, missing_keys or {})
 
     @dg.sensor(
         name="webhook_events",
-        jobs=[t.job for t in targets],
+        jobs=[t.job for t in ready] or None,
         minimum_interval_seconds=interval_s,
         description=(
             "Turns stored webhook events into runs of the provider OHLCV partitions they "
             "affect (closed bars: their UTC day), batching bursts; marks the events it cannot "
-            "map as unmapped or ignored, with the reason, in the table webhook_events."
+            "map as unmapped or ignored (an open bar, a provider without its key), with the "
+            "reason, in the table webhook_events."
         ),
     )
     def _webhooks(
@@ -108,9 +114,12 @@ def build_webhook_sensor(
         updates = []
         for event in events:
             decision = decide(event, scopes, now)
-            updates.append(StatusUpdate(event.seq, decision.status, decision.reason))
-            if decision.status == REQUESTED and decision.asset is not None:
-                asset = (decision.asset.provider, decision.asset.interval)
+            status, reason = decision.status, decision.reason
+            asset = (decision.asset.provider, decision.asset.interval) if decision.asset else None
+            if status == REQUESTED and asset is not None and by_asset[asset].name in skipped:
+                status, reason = IGNORED, skipped[by_asset[asset].name]
+            updates.append(StatusUpdate(event.seq, status, reason))
+            if status == REQUESTED and asset is not None:
                 keys[asset].update(str(partition_key(d, event.symbol)) for d in decision.days)
                 highest[asset] = max(highest[asset], event.seq)
         requests: list[dg.RunRequest] = []

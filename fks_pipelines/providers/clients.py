@@ -46,6 +46,15 @@ DEFAULT_BASE_URLS: dict[str, str] = {
     "eodhd": eodhd.DEFAULT_BASE_URL,
 }
 
+# The environment variable of each provider that cannot be asked anything without a key. Binance
+# needs none, and CoinGecko's key is optional (without it, the public API at its lower limit).
+REQUIRED_KEY_VARIABLES: dict[str, str] = {
+    "polygon": polygon.KEY_VARIABLE,
+    "coinmarketcap": coinmarketcap.KEY_VARIABLE,
+    "alpha_vantage": alpha_vantage.KEY_VARIABLE,
+    "eodhd": eodhd.KEY_VARIABLE,
+}
+
 
 @dataclass(frozen=True)
 class ProviderOptions:

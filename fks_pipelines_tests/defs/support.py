@@ -7,7 +7,7 @@ import dagster as dg
 from fks_pipelines.definitions import build_definitions
 from fks_pipelines.defs.assets import AssetPolicy, build_ohlcv_asset
 from fks_pipelines.defs.schedules import DailyTarget, provider_targets
-from fks_pipelines.market.universe import load_universe
+from fks_pipelines.market.universe import Universe, load_universe
 from fks_pipelines.settings import Settings
 
 
@@ -17,9 +17,25 @@ def repository() -> dg.RepositoryDefinition:
     return build_definitions(Settings()).get_repository_def()
 
 
-def target(provider: str, interval: str, per_run: int = 100) -> DailyTarget:
+def target(
+    provider: str, interval: str, per_run: int = 100, universe: Universe | None = None
+) -> DailyTarget:
     """The schedule target of one provider asset (no retry policy)."""
-    universe = load_universe()
+    universe = universe or load_universe()
     asset = build_ohlcv_asset(provider, interval, universe, AssetPolicy(retry=None))
     [made] = provider_targets(universe, [asset], per_run)
     return made
+
+
+def wide_universe(symbols: int, start: str = "2024-01-01") -> Universe:
+    """Binance alone with ``symbols`` crypto symbols (``S000USDT``, ...) at 1h and 1d."""
+    tickers = {f"S{i:03}USDT": f"S{i:03}-USD" for i in range(symbols)}
+    return Universe.model_validate(
+        {
+            "instruments": {i: {"asset_class": "crypto"} for i in tickers.values()},
+            "priority": ["binance"],
+            "providers": {
+                "binance": {"start_date": start, "intervals": ["1h", "1d"], "symbols": tickers}
+            },
+        }
+    )

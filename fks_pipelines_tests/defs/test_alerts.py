@@ -2,21 +2,26 @@
 
 import json
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from fks_pipelines.definitions import build_definitions
 from fks_pipelines.defs.alerts import AlertResource, build_alert_sensor
 from fks_pipelines.defs.assets import AssetPolicy, build_ohlcv_asset
+from fks_pipelines.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, day_symbol_partitions
 from fks_pipelines.defs.resources import BinanceResource, WarehouseResource
 from fks_pipelines.market.universe import load_universe
+from fks_pipelines.settings import Settings
 from fks_pipelines_tests.fakes.binance import FakeBinance
 from fks_pipelines_tests.fakes.server import LocalHttpServer, Request, Response
 
 UI = "http://dagster.example:3000"
 ASSET = dg.AssetKey(["ohlcv", "binance", "1h"])
 CHECKS = [dg.AssetCheckKey(ASSET, name) for name in ("schema", "outliers", "completeness")]
+PARTITIONS = day_symbol_partitions(date(2024, 1, 1), ["BTCUSDT"])
 BAD_KLINE = [1704412800000, "100", "90", "95", "99", "1", 1704416399999, "99", 1, "0", "0", "0"]
 
 
@@ -129,8 +134,8 @@ def test_warn_checks_alert_only_when_asked(
             check_name="completeness",
             passed=False,
             severity=dg.AssetCheckSeverity.WARN,
-            description="1 of 1 partitions incomplete",
-            metadata={"incomplete_partitions": dg.MetadataValue.json(["2024-01-05|BTCUSDT"])},
+            description="2 missing of 24 expected bars",
+            partition="2024-01-05|BTCUSDT",
         )
     )
     quiet = AlertResource(webhook_url=f"{receiver.url}/hook")
@@ -141,3 +146,72 @@ def test_warn_checks_alert_only_when_asked(
     tick(instance, loud, None, now=1000.0)
     [message] = [json.loads(r.body) for r in receiver.requests_to("/hook")]
     assert (message["severity"], message["partitions"]) == ("WARN", ["2024-01-05|BTCUSDT"])
+
+
+def test_the_code_location_alerts_only_for_configured_providers(
+    instance: dg.DagsterInstance, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without POLYGON_API_KEY, a failed Polygon check (an old run's, say) does not alert; a
+    failed Binance check does."""
+    monkeypatch.delenv("POLYGON_API_KEY", raising=False)
+    repository = build_definitions(Settings()).get_repository_def()
+    sensor = repository.get_sensor_def("check_alerts")
+    for provider in ("polygon", "binance"):
+        instance.report_runless_asset_event(
+            dg.AssetCheckEvaluation(
+                asset_key=dg.AssetKey(["ohlcv", provider, "1d"]),
+                check_name="outliers",
+                passed=False,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description="high-severity outliers",
+                partition="2024-01-05|X",
+            )
+        )
+    context = dg.build_sensor_context(
+        instance=instance,
+        resources={"alerts": AlertResource(webhook_url=f"{receiver.url}/hook")},
+    )
+
+    sensor(context)
+
+    [message] = [json.loads(r.body) for r in receiver.requests_to("/hook")]
+    assert message["asset"] == "ohlcv/binance/1d"
+
+
+def test_failures_of_a_running_run_alert_together_once_it_has_finished(
+    instance: dg.DagsterInstance, receiver: Receiver
+) -> None:
+    """A range run records one evaluation per partition as it goes: a tick while it runs sends
+    nothing, and the tick after it has finished sends one alert naming its failed partitions."""
+    partitions = [f"2024-01-0{d}|BTCUSDT" for d in (4, 5, 6)]
+    spec = dg.AssetCheckSpec("outliers", asset=ASSET, partitions_def=PARTITIONS)
+    resource = AlertResource(webhook_url=f"{receiver.url}/hook")
+    cursors: list[str | None] = [None]
+
+    @dg.asset(key=ASSET, partitions_def=PARTITIONS, check_specs=[spec])
+    def ranged(context: dg.AssetExecutionContext):
+        yield dg.MaterializeResult()
+        for i, partition in enumerate(context.partition_keys):
+            yield dg.AssetCheckEvaluation(
+                asset_key=ASSET,
+                check_name="outliers",
+                passed=i == 0,
+                description="high-severity outliers",
+                partition=partition,
+            )
+            if i == 1:  # a tick in the middle of the run
+                cursors.append(tick(context.instance, resource, cursors[-1], 1000.0).cursor)
+        yield dg.Output(None, output_name=next(iter(context.assets_def.check_specs_by_output_name)))
+
+    result = dg.materialize(
+        [ranged],
+        instance=instance,
+        tags={RANGE_START_TAG: partitions[0], RANGE_END_TAG: partitions[-1]},
+    )
+    assert result.success
+    assert receiver.requests_to("/hook") == []  # nothing while the run was running
+    tick(instance, resource, cursors[-1], 1060.0)
+
+    [message] = [json.loads(r.body) for r in receiver.requests_to("/hook")]
+    assert message["partitions"] == partitions[1:]
+    assert message["reason"] == f"2 partitions; {partitions[1]}: high-severity outliers"

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from fks_pipelines.defs.assets import AssetPolicy, build_ohlcv_asset
+from fks_pipelines.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from fks_pipelines.defs.resources import BinanceResource, WarehouseResource
 from fks_pipelines.market.universe import load_universe
 from fks_pipelines.warehouse.store import Warehouse
@@ -134,7 +135,7 @@ def test_bars_that_break_the_schema_are_not_stored(
     assert "high_is_highest" in str(result.failure_data_for_node(hourly.node_def.name).error)
     assert Warehouse.from_url(warehouse_url).count_ohlcv() == 0
     [schema] = result.get_asset_check_evaluations()
-    assert (schema.check_name, schema.passed) == ("schema", False)
+    assert (schema.check_name, schema.passed, schema.partition) == ("schema", False, PARTITION)
     assert schema.severity == dg.AssetCheckSeverity.ERROR and schema.blocking
     meta = {k: v.value for k, v in schema.metadata.items()}
     assert meta["schema_check_high_is_highest"] == 1
@@ -148,41 +149,41 @@ def test_a_good_partition_passes_its_checks_and_is_scored(
     result = run(hourly, server, warehouse_url)
 
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert sorted(checks) == ["completeness", "outliers", "schema"]
+    assert sorted(checks) == ["completeness", "freshness", "outliers", "schema"]
+    assert {e.partition for e in checks.values()} == {PARTITION}
     # The fake's prices saw-tooth (a 32% drop every 97 bars), which the outlier check may flag.
     assert checks["schema"].passed and checks["completeness"].passed
     assert checks["completeness"].metadata["bars_expected"].value == 24
+    # A day of 2024 fetched today is history: stored, and not judged for lateness.
+    assert checks["freshness"].passed
+    assert checks["freshness"].description.startswith("stored; history")
     [materialization] = result.asset_materializations_for_node(hourly.node_def.name)
     assert materialization.metadata["quality_completeness"].value == 100.0
     assert materialization.metadata["quality_validity"].value == 100.0
+    failed = [f"{e.check_name}:{e.severity.value}" for e in checks.values() if not e.passed]
+    assert materialization.metadata["failed_checks"].value == (", ".join(failed) or "none")
+
+
+def hourly_klines(start: pd.Timestamp, hours: int, spikes: tuple[int, ...] = ()) -> list:
+    """Calm hourly klines from ``start``; the bars at the hours in ``spikes`` close 30% higher."""
+    open_ms = start.value // 1_000_000
+    noise = np.random.default_rng(7).normal(0.0, 0.05, hours)
+    klines = []
+    for hour in range(hours):
+        close = round(100.0 + noise[hour] + (30.0 if hour in spikes else 0.0), 4)
+        begin = open_ms + hour * 3_600_000
+        high = max(close, 100.2)
+        klines.append(
+            [begin, "100", f"{high}", "99.8", f"{close}", "5", begin + 3_599_999, "500", 10]
+            + ["0", "0", "0"]
+        )
+    return klines
 
 
 def test_a_spiked_close_fails_the_outlier_check_as_an_error(
     server: FakeBinance, hourly: dg.AssetsDefinition, warehouse_url: str
 ) -> None:
-    open_ms = DAY_START.value // 1_000_000
-    klines = []
-    noise = np.random.default_rng(7).normal(0.0, 0.05, 24)
-    for hour in range(24):
-        close = round(100.0 + noise[hour] + (30.0 if hour == 12 else 0.0), 4)
-        start = open_ms + hour * 3_600_000
-        klines.append(
-            [
-                start,
-                "100",
-                f"{max(close, 100.2)}",
-                "99.8",
-                f"{close}",
-                "5",
-                start + 3_599_999,
-                "500",
-                10,
-                "0",
-                "0",
-                "0",
-            ]
-        )
-    server.scripted.append(Response.json(klines))
+    server.scripted.append(Response.json(hourly_klines(DAY_START, 24, spikes=(12,))))
 
     result = run(hourly, server, warehouse_url)
 
@@ -190,9 +191,64 @@ def test_a_spiked_close_fails_the_outlier_check_as_an_error(
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     outliers = checks["outliers"]
     assert not outliers.passed and outliers.severity == dg.AssetCheckSeverity.ERROR
+    assert outliers.partition == PARTITION
+    assert outliers.description.startswith("high-severity outliers: close (2, worst score")
     assert outliers.metadata["outliers_close_count"].value == 2  # into the spike and out of it
     [materialization] = result.asset_materializations_for_node(hourly.node_def.name)
     assert materialization.metadata["quality_outliers"].value == 0.0
+    assert "outliers:ERROR" in materialization.metadata["failed_checks"].value
+
+
+def test_a_failed_partition_stays_failed_after_later_runs_pass(
+    server: FakeBinance, warehouse_url: str
+) -> None:
+    """A range run of three days with a spike in the middle one: only that partition fails its
+    outlier check, and it still shows failed after a later run of another partition passes."""
+    asset = build_ohlcv_asset("binance", "1h", load_universe(), AssetPolicy(retry=None))
+    first = pd.Timestamp("2024-01-04", tz="UTC")
+    server.scripted.append(Response.json(hourly_klines(first, 72, spikes=(36,))))
+    key = dg.AssetCheckKey(asset.key, "outliers")
+    with dg.instance_for_test() as instance:
+        ranged = dg.materialize(
+            [asset],
+            instance=instance,
+            tags={RANGE_START_TAG: "2024-01-04|BTCUSDT", RANGE_END_TAG: "2024-01-06|BTCUSDT"},
+            resources={
+                "binance": BinanceResource(base_url=server.url),
+                "warehouse": WarehouseResource(url=warehouse_url),
+            },
+        )
+        server.scripted.append(Response.json(hourly_klines(first + pd.Timedelta(days=2), 24)))
+        later = run(asset, server, warehouse_url, "2024-01-06|BTCUSDT", instance=instance)
+        info = instance.event_log_storage.get_asset_check_partition_info([key])
+        [latest] = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [key]
+        ).values()
+
+    verdicts = {
+        e.partition: e.passed
+        for e in ranged.get_asset_check_evaluations()
+        if e.check_name == "outliers"
+    }
+    assert verdicts == {
+        "2024-01-04|BTCUSDT": True,
+        "2024-01-05|BTCUSDT": False,
+        "2024-01-06|BTCUSDT": True,
+    }
+    materializations = {
+        m.partition: m.metadata["failed_checks"].value
+        for m in ranged.asset_materializations_for_node(asset.node_def.name)
+    }
+    assert materializations["2024-01-05|BTCUSDT"] == "outliers:ERROR"
+    assert materializations["2024-01-04|BTCUSDT"] == "none"
+    assert later.success
+    assert (latest.partition, latest.status.value) == ("2024-01-06|BTCUSDT", "SUCCEEDED")
+    statuses = {i.partition_key: i.latest_execution_status.value for i in info}
+    assert statuses == {
+        "2024-01-04|BTCUSDT": "SUCCEEDED",
+        "2024-01-05|BTCUSDT": "FAILED",
+        "2024-01-06|BTCUSDT": "SUCCEEDED",
+    }
 
 
 def test_a_permanent_failure_is_not_retried(
@@ -232,6 +288,7 @@ def test_check_results_are_recorded_in_the_instance(
         )
 
     statuses = {key.name: record.status.value for key, record in records.items()}
-    assert statuses["schema"] == statuses["completeness"] == "SUCCEEDED"
+    assert statuses["schema"] == statuses["completeness"] == statuses["freshness"] == "SUCCEEDED"
+    assert {record.partition for record in records.values()} == {PARTITION}
     # The fake's saw-tooth prices may or may not put an outlier in a given day.
     assert statuses["outliers"] in ("SUCCEEDED", "FAILED")

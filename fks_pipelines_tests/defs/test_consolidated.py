@@ -12,9 +12,10 @@ from fks_pipelines.defs.assets import AssetPolicy, build_ohlcv_asset
 from fks_pipelines.defs.consolidated import build_consolidated_asset
 from fks_pipelines.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from fks_pipelines.defs.resources import BinanceResource, PolygonResource, WarehouseResource
+from fks_pipelines.market.frame import conform
 from fks_pipelines.market.universe import Universe, load_universe
 from fks_pipelines.warehouse.store import Scope, Warehouse
-from fks_pipelines_tests.fakes.binance import FakeBinance
+from fks_pipelines_tests.fakes.binance import FakeBinance, expected_frame
 from fks_pipelines_tests.fakes.polygon import FakePolygon
 
 DAY1, DAY2 = "2024-01-05", "2024-01-06"
@@ -102,6 +103,22 @@ def test_a_failed_primary_day_is_served_by_the_next_provider(
     assert meta[f"{DAY1}|BTC-USD"]["bars_compared"] == 24
     assert meta[f"{DAY2}|BTC-USD"]["source_polygon"] == 24
     assert meta[f"{DAY2}|BTC-USD"]["bars_compared"] == 0
+    # Each partition is checked and scored, also where a single provider had the bars.
+    for day in (DAY1, DAY2):
+        assert meta[f"{day}|BTC-USD"]["quality_completeness"] == 100.0
+        assert meta[f"{day}|BTC-USD"]["quality_validity"] == 100.0
+        assert 0.0 <= meta[f"{day}|BTC-USD"]["quality_score"] <= 100.0
+    checks = {(e.check_name, e.partition): e for e in result.get_asset_check_evaluations()}
+    assert sorted({name for name, _ in checks}) == ["agreement", "completeness", "schema"]
+    assert checks[("schema", f"{DAY2}|BTC-USD")].passed
+    assert checks[("completeness", f"{DAY2}|BTC-USD")].passed
+    # The two fakes' prices are unrelated series: day 1 is compared (and disagrees).
+    assert checks[("agreement", f"{DAY1}|BTC-USD")].metadata["bars_compared"].value == 24
+    # Polygon alone stored day 2: nothing was compared, and the check says so instead of passing.
+    alone = checks[("agreement", f"{DAY2}|BTC-USD")]
+    assert not alone.passed and alone.severity == dg.AssetCheckSeverity.WARN
+    assert alone.description.startswith("not verified: no bar covered by two providers (polygon")
+    assert meta[f"{DAY2}|BTC-USD"]["failed_checks"] == "agreement:WARN"
 
 
 def test_an_open_circuit_skips_the_primary_and_the_next_provider_fills_in(
@@ -174,12 +191,43 @@ def test_agreement_measures_a_provider_that_is_off_by_a_known_amount(
     assert meta["agreement_median_bps"] == pytest.approx(off_bps)
     assert meta["agreement_tolerance_bps"] == universe.tolerance("BTC-USD").warn_bps
     assert meta["agreement_beyond_tolerance"] == beyond
-    [check] = result.get_asset_check_evaluations()
-    assert check.check_name == "agreement"
+    [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "agreement"]
+    assert check.partition == f"{DAY1}|BTC-USD"
     assert check.passed == (severity is None)
+    assert check.metadata["bars_compared"].value == 24
     if severity is not None:
         assert check.severity == severity
-        assert check.metadata["failing_partitions"].value == [f"{DAY1}|BTC-USD"]
+        assert f"{off_bps:.1f} bp" in check.description
+
+
+def test_a_consolidated_bar_that_breaks_the_schema_is_not_stored(
+    universe: Universe, resources: dict[str, object], warehouse_url: str
+) -> None:
+    """Bars stored without the provider asset's checks (here: written directly, with a high
+    below the close) are refused by the consolidated schema check, which blocks."""
+    consolidated = build_consolidated_asset("1h", universe, NO_RETRY)
+    warehouse = Warehouse.from_url(warehouse_url)
+    start = pd.Timestamp(DAY1, tz="UTC")
+    bars = conform(
+        expected_frame("BTCUSDT", "1h", DAY1, DAY2).assign(provider="binance", interval="1h")
+    )
+    bars.loc[5, "high"] = bars.loc[5, "close"] * 0.99
+    bars.loc[5, "low"] = min(bars.loc[5, "low"], bars.loc[5, "high"])
+    warehouse.write_ohlcv(
+        bars, Scope("binance", "1h", ("BTCUSDT",), start, start + pd.Timedelta(days=1))
+    )
+
+    result = run(consolidated, resources, f"{DAY1}|BTC-USD")
+
+    assert not result.success
+    [schema] = result.get_asset_check_evaluations()
+    assert (schema.check_name, schema.partition, schema.passed) == (
+        "schema",
+        f"{DAY1}|BTC-USD",
+        False,
+    )
+    assert schema.blocking and "high_is_highest" in schema.description
+    assert consolidated_rows(warehouse_url, DAY1).empty
 
 
 def test_a_provider_update_requests_its_consolidated_partitions_once(universe: Universe) -> None:

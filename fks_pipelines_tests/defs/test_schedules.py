@@ -16,7 +16,7 @@ from fks_pipelines.defs.schedules import (
     build_daily_schedule,
 )
 from fks_pipelines.market.universe import Universe, load_universe
-from fks_pipelines_tests.defs.support import repository, target
+from fks_pipelines_tests.defs.support import repository, target, wide_universe
 from fks_pipelines_tests.fakes.binance import FakeBinance
 
 
@@ -36,8 +36,10 @@ def ranges(requests: list[dg.RunRequest]) -> list[tuple[str, str]]:
     return out
 
 
-def tick(t: DailyTarget, when: str) -> list[dg.RunRequest] | dg.SkipReason:
-    schedule = build_daily_schedule(t)
+def tick(
+    t: DailyTarget, when: str, missing_key: str | None = None
+) -> list[dg.RunRequest] | dg.SkipReason:
+    schedule = build_daily_schedule(t, missing_key)
     context = dg.build_schedule_context(
         scheduled_execution_time=datetime.fromisoformat(when).replace(tzinfo=UTC),
         repository_def=repository(),
@@ -54,6 +56,23 @@ def test_a_crypto_provider_runs_every_day_as_one_range(universe: Universe) -> No
         assert ranges(requests) == [(f"{previous}|BTCUSDT", f"{previous}|SOLUSDT")]
         assert requests[0].job_name == "ohlcv_binance_1h_job"
         assert requests[0].run_key == f"{previous}:{previous}|BTCUSDT:{previous}|SOLUSDT"
+
+
+def test_a_provider_without_its_key_skips_naming_the_variable(universe: Universe) -> None:
+    polygon = target("polygon", "1d")
+
+    assert tick(polygon, "2024-07-06T00:15", missing_key="POLYGON_API_KEY") == (
+        "ohlcv/polygon/1d skipped: polygon is not configured (POLYGON_API_KEY is not set)"
+    )
+
+
+def test_schedules_describe_themselves_in_words(universe: Universe) -> None:
+    schedule = build_daily_schedule(target("binance", "1h"))
+
+    assert schedule.description == (
+        "Daily at 00:15 UTC: the UTC day just closed of ohlcv/binance/1h, for the symbols "
+        "whose market had bars that day."
+    )
 
 
 def test_equities_skip_weekends_and_market_holidays(universe: Universe) -> None:
@@ -101,12 +120,14 @@ def catchup(
     now: str,
     cursor: str | None = None,
     lookback_days: int = 7,
+    missing_keys: dict[str, str] | None = None,
 ) -> dg.SensorResult:
     sensor = build_catchup_sensor(
         targets,
         lookback_days=lookback_days,
         max_attempts=2,
         interval_s=60,
+        missing_keys=missing_keys,
         clock=lambda: datetime.fromisoformat(now).replace(tzinfo=UTC),
     )
     context = dg.build_sensor_context(instance=instance, cursor=cursor, repository_def=repository())
@@ -188,3 +209,50 @@ def test_catchup_groups_a_long_gap_into_ranges_like_a_backfill(
         ("2024-01-27|BTCUSDT", "2024-01-31|BTCUSDT"),
     ]
     assert len(result.run_requests) == 9
+
+
+def test_catchup_skips_a_provider_without_its_key_and_launches_the_rest(
+    universe: Universe, instance: dg.DagsterInstance
+) -> None:
+    binance, polygon = target("binance", "1d"), target("polygon", "1d")
+
+    result = catchup(
+        [binance, polygon],
+        instance,
+        "2024-07-09T03:00",
+        missing_keys={"polygon": "POLYGON_API_KEY"},
+    )
+    quiet = catchup(
+        [polygon], instance, "2024-07-09T03:00", missing_keys={"polygon": "POLYGON_API_KEY"}
+    )
+
+    assert {r.job_name for r in result.run_requests} == {"ohlcv_binance_1d_job"}
+    assert all("polygon" not in key for key in json.loads(result.cursor))
+    assert quiet.skip_reason.skip_message == (
+        "nothing missing or failed in the last 7 days; ohlcv/polygon/1d skipped: polygon is "
+        "not configured (POLYGON_API_KEY is not set)"
+    )
+
+
+@pytest.mark.parametrize(("symbols", "runs"), [(3, 3), (300, 21)])
+def test_a_catchup_tick_grows_with_days_not_symbols(
+    instance: dg.DagsterInstance, symbols: int, runs: int
+) -> None:
+    """Seven missing days: 3 symbols run as one range of days each; 300 symbols as ranges of
+    100 symbols for each day, not 300 runs."""
+    binance = target("binance", "1d", universe=wide_universe(symbols))
+
+    result = catchup([binance], instance, "2024-07-09T03:00")
+
+    assert len(result.run_requests) == runs
+    if symbols == 300:
+        assert {r.tags["fks/date"] for r in result.run_requests} == {
+            f"2024-07-0{d}" for d in range(2, 9)
+        }
+        assert ranges(result.run_requests)[:3] == [
+            ("2024-07-02|S000USDT", "2024-07-02|S099USDT"),
+            ("2024-07-02|S100USDT", "2024-07-02|S199USDT"),
+            ("2024-07-02|S200USDT", "2024-07-02|S299USDT"),
+        ]
+    else:
+        assert [r.tags["fks/symbol"] for r in result.run_requests] == list(binance.instruments)

@@ -54,8 +54,11 @@ def tick(
     now: datetime = NOW,
     redis_url: str | None = None,
     retention_days: int = 30,
+    missing_keys: dict[str, str] | None = None,
 ) -> dg.SensorResult:
-    sensor = build_webhook_sensor(TARGETS, retention_days=retention_days, clock=lambda: now)
+    sensor = build_webhook_sensor(
+        TARGETS, missing_keys, retention_days=retention_days, clock=lambda: now
+    )
     context = dg.build_sensor_context(
         instance=instance,
         cursor=cursor,
@@ -187,6 +190,23 @@ def test_a_generic_window_asks_for_each_finished_day_as_one_range_run(
     assert reason is not None and "left out: days from 2024-07-10 (not closed)" in reason
 
 
+def test_an_event_for_a_provider_without_its_key_is_marked_not_launched(
+    instance: dg.DagsterInstance, warehouse_url: str, store: WebhookEventStore
+) -> None:
+    polygon = {**GENERIC, "provider": "polygon", "symbol": "AAPL", "interval": "1h"}
+    deliver(warehouse_url, "generic", polygon)
+    deliver(warehouse_url, "binance", closed_kline("BTCUSDT", "1h", JULY_9))
+
+    result = tick(instance, warehouse_url, missing_keys={"polygon": "POLYGON_API_KEY"})
+
+    [request] = result.run_requests
+    assert request.job_name == "ohlcv_binance_1h_job"
+    assert sorted(statuses(store).values())[0] == (
+        "ignored",
+        "ohlcv/polygon/1h skipped: polygon is not configured (POLYGON_API_KEY is not set)",
+    )
+
+
 def test_events_that_cannot_be_mapped_are_marked_with_the_reason_not_lost(
     instance: dg.DagsterInstance, warehouse_url: str, store: WebhookEventStore
 ) -> None:
@@ -280,10 +300,12 @@ def test_the_code_location_runs_the_sensor_on_its_settings() -> None:
 
     sensor = defs.resolve_sensor_def("webhook_events")
     assert sensor.minimum_interval_seconds == 45
+    # Only the jobs of configured providers: an event for another is marked, not launched.
     assert {job.name for job in sensor.jobs} == {
         f"ohlcv_{p}_{i}_job"
         for p, spec in settings.universe.providers.items()
         for i in spec.intervals
+        if p not in settings.missing_keys()
     }
     stream = defs.resources["webhook_stream"]
     assert isinstance(stream, WebhookStreamResource)

@@ -1,0 +1,191 @@
+"""The sensors under the real ``dagster-daemon``, on a default install: keyless providers only.
+
+What ``dagster sensor preview`` cannot show: a run request the daemon fails to create (a job
+whose resource lacks its key) fails the whole tick and holds the cursor. This test starts the
+real daemon on a temporary instance, with Binance and CoinGecko served by local fakes and no key
+for the four other providers, turns on the catch-up, freshness and alert sensors, lets them tick
+and their runs finish, and reads the outcome from the instance.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.scheduler.instigation import InstigatorState, TickStatus
+
+from fks_pipelines_tests.fakes.binance import FakeBinance
+from fks_pipelines_tests.fakes.coingecko import FakeCoinGecko
+from fks_pipelines_tests.fakes.server import LocalHttpServer, Response
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+SENSORS = ("ohlcv_catchup", "ohlcv_freshness", "check_alerts")
+KEYLESS_JOBS = {"ohlcv_binance_1h_job", "ohlcv_binance_1d_job", "ohlcv_coingecko_1d_job"}
+DEADLINE_S = 300
+
+
+class Receiver(LocalHttpServer):
+    def __init__(self) -> None:
+        super().__init__(lambda request: Response.json({"ok": True}))
+
+    def alerts(self) -> list[dict]:
+        return [json.loads(r.body) for r in self.requests_to("/hook")]
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as server:
+        yield server
+
+
+@pytest.fixture
+def env(home: Path, tmp_path: Path, receiver: Receiver) -> Iterator[dict[str, str]]:
+    """The daemon's environment: no provider key, local Binance and CoinGecko, short ticks."""
+    with FakeBinance() as binance, FakeCoinGecko() as coingecko:
+        yield {
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),
+            "DAGSTER_HOME": str(home),
+            "FKS_DATA_DIR": str(tmp_path / "data"),
+            "FKS_BINANCE_BASE_URL": binance.url,
+            "FKS_COINGECKO_BASE_URL": f"{coingecko.url}/api/v3",
+            "FKS_COINGECKO_RPS": "20",
+            "FKS_CATCHUP_LOOKBACK_DAYS": "2",
+            "FKS_CATCHUP_INTERVAL_S": "30",
+            "FKS_FRESHNESS_INTERVAL_S": "30",
+            "FKS_ALERT_INTERVAL_S": "10",
+            "FKS_ALERT_WEBHOOK_URL": f"{receiver.url}/hook",
+        }
+
+
+def dagster(args: list[str], env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [str(BIN / "dagster"), *args, "-m", "fks_pipelines.definitions"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def states(instance: dg.DagsterInstance) -> dict[str, InstigatorState]:
+    return {s.instigator_name: s for s in instance.all_instigator_state()}
+
+
+def ticks(instance: dg.DagsterInstance, state: InstigatorState) -> list:
+    return list(instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=100))
+
+
+def settled(instance: dg.DagsterInstance) -> bool:
+    """Two catch-up ticks, a freshness tick, two alert ticks after the runs, no run going."""
+    by_name = states(instance)
+    if any(name not in by_name for name in SENSORS):
+        return False
+    counts = {name: len(ticks(instance, by_name[name])) for name in SENSORS}
+    runs = instance.get_runs()
+    if not runs or any(not run.is_finished for run in runs):
+        return False
+    last_run_end = max(instance.get_run_record_by_id(run.run_id).end_time or 0.0 for run in runs)
+    alert_ticks = ticks(instance, by_name["check_alerts"])
+    after_runs = [t for t in alert_ticks if t.timestamp > last_run_end]
+    return counts["ohlcv_catchup"] >= 2 and counts["ohlcv_freshness"] >= 1 and len(after_runs) >= 1
+
+
+def test_keyless_providers_run_and_the_others_are_skipped_by_name(
+    home: Path, env: dict[str, str], receiver: Receiver
+) -> None:
+    instance = dg.DagsterInstance.from_config(str(home))
+    # An old failure of an asset whose provider has no key now: it must not alert.
+    instance.report_runless_asset_event(
+        dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey(["ohlcv", "polygon", "1d"]),
+            check_name="outliers",
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description="high-severity outliers",
+            partition="2024-01-05|AAPL",
+        )
+    )
+    for name in SENSORS:
+        dagster(["sensor", "start", name], env)
+    log = (home / "daemon.log").open("w")
+    daemon = subprocess.Popen(
+        [str(BIN / "dagster-daemon"), "run", "-m", "fks_pipelines.definitions"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while not settled(instance):
+            assert daemon.poll() is None, (home / "daemon.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, (home / "daemon.log").read_text()[-3000:]
+            time.sleep(2)
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait(timeout=10)
+        log.close()
+
+    by_name = states(instance)
+    all_ticks = {name: ticks(instance, by_name[name]) for name in SENSORS}
+    failed = {
+        n: [t.error for t in ts if t.status == TickStatus.FAILURE] for n, ts in all_ticks.items()
+    }
+    assert failed == {name: [] for name in SENSORS}
+    # Runs for the keyless providers only, and they all went through.
+    runs = instance.get_runs()
+    assert {run.job_name for run in runs} <= KEYLESS_JOBS
+    assert {run.job_name for run in runs} >= {"ohlcv_binance_1h_job", "ohlcv_coingecko_1d_job"}
+    failures = {
+        run.job_name: [
+            str(e.dagster_event.event_specific_data.error)
+            for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+        ]
+        for run in runs
+        if run.status != dg.DagsterRunStatus.SUCCESS
+    }
+    assert failures == {}
+    # The catch-up's cursor moved on, and once its runs were in, it skipped naming the keys.
+    catchup = sorted(all_ticks["ohlcv_catchup"], key=lambda t: t.timestamp)
+    assert catchup[0].status == TickStatus.SUCCESS and catchup[0].run_ids
+    assert catchup[0].cursor and catchup[-1].cursor
+    skipped = [t for t in catchup if t.status == TickStatus.SKIPPED]
+    assert skipped, [t.status for t in catchup]
+    reason = skipped[-1].skip_reason or ""
+    for variable in (
+        "POLYGON_API_KEY",
+        "COINMARKETCAP_API_KEY",
+        "ALPHA_VANTAGE_API_KEY",
+        "EODHD_API_KEY",
+    ):
+        assert variable in reason, reason
+    assert "binance" not in reason and "coingecko" not in reason
+    alerts_state = by_name["check_alerts"].instigator_data
+    assert alerts_state is not None and json.loads(alerts_state.cursor)["seen"]
+    # No alert names an asset of a provider without its key.
+    assert not [a for a in receiver.alerts() if "polygon" in a["asset"]]
