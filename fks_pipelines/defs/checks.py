@@ -19,6 +19,12 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import dagster as dg
 
+# Not exported by dagster: the materialisation an evaluation judged (see ``selected``).
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
+from dagster_shared.record import replace
+
 from fks_pipelines.market.universe import Tolerance
 from fks_pipelines.quality.agreement import Agreement
 from fks_pipelines.quality.completeness import CompletenessReport
@@ -271,13 +277,35 @@ def failed_checks(evaluations: Sequence[dg.AssetCheckEvaluation]) -> list[str]:
 def selected(
     context: dg.AssetExecutionContext, evaluations: Sequence[dg.AssetCheckEvaluation]
 ) -> list[dg.AssetCheckEvaluation]:
-    """``evaluations`` of the checks this run selected (the UI can launch an asset without them).
+    """``evaluations`` of the checks this run selected (the UI can launch an asset without them),
+    each pointing at the materialisation of its partition that this run stored, if any.
 
-    Yield them after the ``MaterializeResult``: the UI takes an evaluation recorded in the run
-    that stored the partition as the check of the partition's current data.
+    Dagster shows a partition's check result only while it targets the partition's latest
+    materialisation; an ``AssetCheckResult`` gets that target from the step, an evaluation
+    yielded per partition has to carry it. Yield them after the ``MaterializeResult``, whose
+    materialisations are stored by then.
     """
-    chosen = context.selected_asset_check_keys
-    return [e for e in evaluations if e.asset_check_key in chosen]
+    chosen = [e for e in evaluations if e.asset_check_key in context.selected_asset_check_keys]
+    partitions = sorted({e.partition for e in chosen if e.partition is not None})
+    if not partitions:
+        return chosen
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=partitions),
+        limit=len(partitions),
+    ).records
+    targets = {
+        r.partition_key: AssetCheckEvaluationTargetMaterializationData(
+            run_id=r.run_id, storage_id=r.storage_id, timestamp=r.timestamp
+        )
+        for r in records
+        if r.run_id == context.run.run_id
+    }
+    return [
+        replace(e, target_materialization_data=targets[e.partition])
+        if e.partition in targets
+        else e
+        for e in chosen
+    ]
 
 
 def check_outputs(context: dg.AssetExecutionContext) -> Iterator[dg.Output]:

@@ -54,7 +54,8 @@ class QualityReport:
         markdown: A Markdown page (title, summary line, table, legend) for the Dagster UI.
         metadata: Plain numbers for Dagster's plots: ``partitions``, ``missing_bars``,
             ``outliers_high``, ``failed_checks``, and, when any row of the day has a score,
-            ``mean_quality_score``, ``min_quality_score`` and ``score_<provider>_<interval>``.
+            ``mean_quality_score``, ``min_quality_score``, ``score_<provider>_<interval>`` and
+            ``score_consolidated_<interval>_<instrument>`` (one per instrument).
     """
 
     day: date
@@ -187,6 +188,11 @@ def _metadata(today: pd.DataFrame, priority: Sequence[str]) -> dict[str, int | f
         mean = means[(provider, interval)]
         if not np.isnan(mean):
             metadata[f"score_{provider}_{interval}"] = float(mean)
+    # One line per instrument: Dagster plots these per day, which it cannot do for the OHLCV
+    # assets themselves (their partitions are date x symbol, interleaved on one axis).
+    golden = today.loc[(today["provider"] == CONSOLIDATED) & today["quality_score"].notna()]
+    for row in golden.sort_values(["interval", "symbol"]).itertuples(index=False):
+        metadata[f"score_{CONSOLIDATED}_{row.interval}_{row.symbol}"] = float(row.quality_score)
     return metadata
 
 

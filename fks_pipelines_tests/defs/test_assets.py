@@ -244,6 +244,8 @@ def test_a_failed_partition_stays_failed_after_later_runs_pass(
     assert later.success
     assert (latest.partition, latest.status.value) == ("2024-01-06|BTCUSDT", "SUCCEEDED")
     statuses = {i.partition_key: i.latest_execution_status.value for i in info}
+    # Each evaluation targets its partition's materialisation: the UI shows it as current.
+    assert all(i.is_current for i in info)
     assert statuses == {
         "2024-01-04|BTCUSDT": "SUCCEEDED",
         "2024-01-05|BTCUSDT": "FAILED",

@@ -115,6 +115,7 @@ def test_one_day_materialises_its_report(report: dg.AssetsDefinition, warehouse_
         "min_quality_score": 62.5,
         "score_binance_1h": 71.25,
         "score_consolidated_1h": 98.0,
+        "score_consolidated_1h_BTC-USD": 98.0,
     }
 
 

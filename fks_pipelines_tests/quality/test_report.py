@@ -231,6 +231,7 @@ def test_rows_follow_provider_priority_then_interval_then_symbol() -> None:
         "score_alpha_feed_1h",
         "score_zeta_feed_1h",
         "score_consolidated_1h",
+        "score_consolidated_1h_BTC-USD",  # and one per instrument, for a plot per day each
     ]
 
 
