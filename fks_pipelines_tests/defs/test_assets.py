@@ -172,11 +172,8 @@ def hourly_klines(start: pd.Timestamp, hours: int, spikes: tuple[int, ...] = ())
     for hour in range(hours):
         close = round(100.0 + noise[hour] + (30.0 if hour in spikes else 0.0), 4)
         begin = open_ms + hour * 3_600_000
-        high = max(close, 100.2)
-        klines.append(
-            [begin, "100", f"{high}", "99.8", f"{close}", "5", begin + 3_599_999, "500", 10]
-            + ["0", "0", "0"]
-        )
+        kline = [begin, "100", f"{max(close, 100.2)}", "99.8", f"{close}", "5", begin + 3_599_999]
+        klines.append([*kline, "500", 10, "0", "0", "0"])
     return klines
 
 
