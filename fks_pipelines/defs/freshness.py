@@ -147,14 +147,15 @@ def stored_evaluation(
     """The pass a run records on a partition it stored: how long after its day's close."""
     close = DaySymbol.from_key(partition).end
     after = now - close
-    metadata = {
+    metadata: dict[str, object] = {
         "day_closed": dg.MetadataValue.timestamp(close),
-        "stored_minutes_after_close": round(after.total_seconds() / 60, 1),
         "freshness_lag_minutes": lag.total_seconds() / 60,
     }
     if after > RECENT:
         text = f"stored; history (its day closed {after.days} days before this run)"
     else:
+        # Only for a day just closed: a lag of months would drown the check's plot.
+        metadata["stored_minutes_after_close"] = round(after.total_seconds() / 60, 1)
         text = (
             f"stored {after.total_seconds() / 60:.0f} min after its day's close "
             f"(lag allowed: {lag.total_seconds() / 60:g} min)"

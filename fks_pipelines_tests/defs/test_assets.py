@@ -275,6 +275,10 @@ def test_only_a_day_just_closed_is_scored_for_timeliness(
     [recent_meta] = recent.asset_materializations_for_node(hourly.node_def.name)
     assert "quality_timeliness" not in old_meta.metadata
     assert 0.0 <= recent_meta.metadata["quality_timeliness"].value <= 100.0
+    # Its freshness says how long after the day's close it was stored.
+    [fresh] = [e for e in recent.get_asset_check_evaluations() if e.check_name == "freshness"]
+    assert fresh.passed and "min after its day's close (lag allowed: 30 min)" in fresh.description
+    assert fresh.metadata["stored_minutes_after_close"].value > 0
 
 
 def test_check_results_are_recorded_in_the_instance(
