@@ -21,8 +21,7 @@ from fks_pipelines.defs.checks import (
     failed_checks,
     outliers_evaluation,
     provider_check_specs,
-    schema_evaluations,
-    schema_failure,
+    schema_gate,
     selected,
 )
 from fks_pipelines.defs.freshness import freshness_rule, stored_evaluation
@@ -32,7 +31,6 @@ from fks_pipelines.defs.partitions import (
     blocks,
     day_symbol_partitions,
     partition_key,
-    rows_by_partition,
 )
 from fks_pipelines.defs.resources import ProviderResource
 from fks_pipelines.market.intervals import Interval
@@ -42,7 +40,7 @@ from fks_pipelines.quality.assess import detect_outliers_by_day, history_start, 
 from fks_pipelines.quality.completeness import CompletenessReport, check_completeness
 from fks_pipelines.quality.outliers import OutlierResult
 from fks_pipelines.quality.report import quality_row
-from fks_pipelines.quality.schema import SchemaReport, check_schema
+from fks_pipelines.quality.schema import SchemaReport
 from fks_pipelines.quality.score import QualityScore
 from fks_pipelines.warehouse.store import Scope, Warehouse
 
@@ -168,17 +166,12 @@ def build_ohlcv_asset(
                             for symbol in block.symbols
                         ]
                         frame = pd.concat(windows, ignore_index=True)
-                        schema = check_schema(frame, bar)
-                        counts = rows_by_partition(frame, block)
-                        if not schema.passed:
-                            yield from selected(context, schema_evaluations(key, schema, counts))
-                            raise dg.Failure(
-                                description=f"{provider} {interval}: {schema_failure(schema)}",
-                                allow_retries=False,
-                            )
+                        schema, passed = yield from schema_gate(
+                            context, f"{provider} {interval}", frame, bar, block
+                        )
                         scope = Scope(provider, interval, block.symbols, block.start, block.end)
                         written += warehouse.write_ohlcv(frame, scope)
-                        evaluations += schema_evaluations(key, schema, counts)
+                        evaluations += passed
                         for part in _assess(
                             universe, provider, bar, block, frame, schema, warehouse, now
                         ):

@@ -15,9 +15,10 @@ pass. An ``AssetCheckResult`` cannot name its partition in a range run, so the a
 Dagster does with an ``AssetCheckResult`` (:func:`check_outputs`).
 """
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 
 import dagster as dg
+import pandas as pd
 
 # Not exported by dagster: the materialisation an evaluation judged (see ``selected``).
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
@@ -25,11 +26,13 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 )
 from dagster_shared.record import replace
 
+from fks_pipelines.defs.partitions import Block, rows_by_partition
+from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.universe import Tolerance
 from fks_pipelines.quality.agreement import Agreement
 from fks_pipelines.quality.completeness import CompletenessReport
 from fks_pipelines.quality.outliers import OutlierResult
-from fks_pipelines.quality.schema import SchemaReport
+from fks_pipelines.quality.schema import SchemaReport, check_schema
 
 SCHEMA = "schema"
 OUTLIERS = "outliers"
@@ -58,64 +61,54 @@ def provider_check_specs(
     key: dg.AssetKey, partitions_def: dg.PartitionsDefinition, freshness: str
 ) -> list[dg.AssetCheckSpec]:
     """The checks of a provider asset; ``freshness`` describes its freshness rule."""
-    return [
-        dg.AssetCheckSpec(
-            SCHEMA,
-            asset=key,
-            blocking=True,
-            partitions_def=partitions_def,
-            description=SCHEMA_DESCRIPTION,
-        ),
-        dg.AssetCheckSpec(
-            OUTLIERS,
-            asset=key,
-            partitions_def=partitions_def,
-            description=(
+    return _specs(
+        key,
+        partitions_def,
+        {
+            SCHEMA: SCHEMA_DESCRIPTION,
+            OUTLIERS: (
                 "Close returns and log volume against a rolling robust (MAD) baseline of the "
                 "bars before them, stored history included; each partition is judged on its own "
                 "bars: high severity fails as ERROR, medium as WARN."
             ),
-        ),
-        dg.AssetCheckSpec(
-            COMPLETENESS,
-            asset=key,
-            partitions_def=partitions_def,
-            description=COMPLETENESS_DESCRIPTION,
-        ),
-        dg.AssetCheckSpec(
-            FRESHNESS, asset=key, partitions_def=partitions_def, description=freshness
-        ),
-    ]
+            COMPLETENESS: COMPLETENESS_DESCRIPTION,
+            FRESHNESS: freshness,
+        },
+    )
 
 
 def consolidated_check_specs(
     key: dg.AssetKey, partitions_def: dg.PartitionsDefinition
 ) -> list[dg.AssetCheckSpec]:
-    return [
-        dg.AssetCheckSpec(
-            SCHEMA,
-            asset=key,
-            blocking=True,
-            partitions_def=partitions_def,
-            description=SCHEMA_DESCRIPTION,
-        ),
-        dg.AssetCheckSpec(
-            COMPLETENESS,
-            asset=key,
-            partitions_def=partitions_def,
-            description=COMPLETENESS_DESCRIPTION,
-        ),
-        dg.AssetCheckSpec(
-            AGREEMENT,
-            asset=key,
-            partitions_def=partitions_def,
-            description=(
+    return _specs(
+        key,
+        partitions_def,
+        {
+            SCHEMA: SCHEMA_DESCRIPTION,
+            COMPLETENESS: COMPLETENESS_DESCRIPTION,
+            AGREEMENT: (
                 "Where providers cover the same bar, their closes against the chosen one: bars "
                 "beyond the asset class's warn tolerance fail as WARN, any beyond its hard "
                 "limit (error_bps) as ERROR. A partition where no bar was covered by two "
                 "providers fails as WARN: its bars are not verified."
             ),
-        ),
+        },
+    )
+
+
+def _specs(
+    key: dg.AssetKey, partitions_def: dg.PartitionsDefinition, descriptions: Mapping[str, str]
+) -> list[dg.AssetCheckSpec]:
+    """Partitioned like the asset; the schema check blocks (nothing downstream reads bad bars)."""
+    return [
+        dg.AssetCheckSpec(
+            name,
+            asset=key,
+            blocking=name == SCHEMA,
+            partitions_def=partitions_def,
+            description=description,
+        )
+        for name, description in descriptions.items()
     ]
 
 
@@ -158,6 +151,23 @@ def schema_evaluations(
     return [
         evaluation(key, SCHEMA, p, failure=failure, metadata=metadata) for p in rows_by_partition
     ]
+
+
+def schema_gate(
+    context: dg.AssetExecutionContext, what: str, frame: pd.DataFrame, bar: Interval, block: Block
+) -> Generator[dg.AssetCheckEvaluation, None, tuple[SchemaReport, list[dg.AssetCheckEvaluation]]]:
+    """Check a block's bars before they are written; returns the report and the block's
+    (passing) schema evaluations, one per partition.
+
+    A block that fails yields its failed evaluations (one per partition) and fails the run
+    without retries: nothing of it is stored, and a retry would fetch the same bars.
+    """
+    schema = check_schema(frame, bar)
+    found = schema_evaluations(context.asset_key, schema, rows_by_partition(frame, block))
+    if not schema.passed:
+        yield from selected(context, found)
+        raise dg.Failure(description=f"{what}: {schema_failure(schema)}", allow_retries=False)
+    return schema, found
 
 
 def schema_failure(report: SchemaReport) -> str:

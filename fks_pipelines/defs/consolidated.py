@@ -30,8 +30,7 @@ from fks_pipelines.defs.checks import (
     completeness_evaluation,
     consolidated_check_specs,
     failed_checks,
-    schema_evaluations,
-    schema_failure,
+    schema_gate,
     selected,
 )
 from fks_pipelines.defs.partitions import (
@@ -42,7 +41,6 @@ from fks_pipelines.defs.partitions import (
     blocks,
     day_symbol_partitions,
     partition_key,
-    rows_by_partition,
 )
 from fks_pipelines.market.consolidate import CONSOLIDATED, as_canonical, consolidate
 from fks_pipelines.market.intervals import Interval
@@ -50,7 +48,7 @@ from fks_pipelines.market.universe import Tolerance, Universe
 from fks_pipelines.quality.agreement import Agreement, measure_agreement
 from fks_pipelines.quality.completeness import CompletenessReport, check_completeness
 from fks_pipelines.quality.report import quality_row
-from fks_pipelines.quality.schema import SchemaReport, check_schema
+from fks_pipelines.quality.schema import SchemaReport
 from fks_pipelines.quality.score import QualityScore, quality_score
 from fks_pipelines.warehouse.store import ConsolidatedScope, Warehouse
 
@@ -170,17 +168,12 @@ def build_consolidated_asset(
                 ]
                 frame = pd.concat(frames, ignore_index=True)
                 bars = as_canonical(frame)
-                schema = check_schema(bars, bar)
-                counts = rows_by_partition(bars, block)
-                if not schema.passed:
-                    yield from selected(context, schema_evaluations(key, schema, counts))
-                    raise dg.Failure(
-                        description=f"consolidated {interval}: {schema_failure(schema)}",
-                        allow_retries=False,
-                    )
+                schema, passed = yield from schema_gate(
+                    context, f"consolidated {interval}", bars, bar, block
+                )
                 scope = ConsolidatedScope(interval, block.symbols, block.start, block.end)
                 written += warehouse.write_consolidated(frame, scope)
-                evaluations += schema_evaluations(key, schema, counts)
+                evaluations += passed
                 for part in _partitions(universe, bar, block, frame, bars, schema, now):
                     found = [
                         completeness_evaluation(key, part.key, part.completeness),

@@ -16,7 +16,8 @@ from fks_pipelines.defs.resources import BinanceResource, WarehouseResource
 from fks_pipelines.market.universe import load_universe
 from fks_pipelines.settings import Settings
 from fks_pipelines_tests.fakes.binance import FakeBinance
-from fks_pipelines_tests.fakes.server import LocalHttpServer, Request, Response
+from fks_pipelines_tests.fakes.receiver import WebhookReceiver
+from fks_pipelines_tests.fakes.server import Response
 
 UI = "http://dagster.example:3000"
 ASSET = dg.AssetKey(["ohlcv", "binance", "1h"])
@@ -25,22 +26,9 @@ PARTITIONS = day_symbol_partitions(date(2024, 1, 1), ["BTCUSDT"])
 BAD_KLINE = [1704412800000, "100", "90", "95", "99", "1", 1704416399999, "99", 1, "0", "0", "0"]
 
 
-class Receiver(LocalHttpServer):
-    """A webhook receiver that can be down (HTTP 503) for a while."""
-
-    def __init__(self) -> None:
-        super().__init__(self._handle)
-        self.down = False
-
-    def _handle(self, request: Request) -> Response:
-        if self.down:
-            return Response(status=503, body=b"down")
-        return Response.json({"ok": True})
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as server:
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as server:
         yield server
 
 
@@ -72,9 +60,9 @@ def tick(
 
 
 def test_a_failed_error_check_alerts_once_with_a_link(
-    instance: dg.DagsterInstance, binance: FakeBinance, receiver: Receiver, tmp_path: Path
+    instance: dg.DagsterInstance, binance: FakeBinance, receiver: WebhookReceiver, tmp_path: Path
 ) -> None:
-    resource = AlertResource(webhook_url=f"{receiver.url}/hook", dagster_ui_url=UI)
+    resource = AlertResource(webhook_url=receiver.hook, dagster_ui_url=UI)
     fail_schema(instance, binance, tmp_path)
 
     first = tick(instance, resource, None, now=1000.0)
@@ -82,7 +70,7 @@ def test_a_failed_error_check_alerts_once_with_a_link(
     second = tick(instance, resource, first.cursor, now=1060.0)
     third = tick(instance, resource, second.cursor, now=1120.0)
 
-    [message] = [json.loads(r.body) for r in receiver.requests_to("/hook")]
+    [message] = receiver.messages()
     assert message["asset"] == "ohlcv/binance/1h"
     assert message["check"] == "schema"
     assert message["severity"] == "ERROR"
@@ -94,9 +82,9 @@ def test_a_failed_error_check_alerts_once_with_a_link(
 
 
 def test_a_receiver_that_is_down_gets_the_alert_when_it_comes_back(
-    instance: dg.DagsterInstance, binance: FakeBinance, receiver: Receiver, tmp_path: Path
+    instance: dg.DagsterInstance, binance: FakeBinance, receiver: WebhookReceiver, tmp_path: Path
 ) -> None:
-    resource = AlertResource(webhook_url=f"{receiver.url}/hook", dagster_ui_url=UI)
+    resource = AlertResource(webhook_url=receiver.hook, dagster_ui_url=UI)
     fail_schema(instance, binance, tmp_path)
     receiver.down = True
 
@@ -105,18 +93,18 @@ def test_a_receiver_that_is_down_gets_the_alert_when_it_comes_back(
     early = tick(instance, resource, first.cursor, now=1010.0)  # before the 30 s backoff
     later = tick(instance, resource, early.cursor, now=1031.0)
 
-    attempts = receiver.requests_to("/hook")
+    attempts = receiver.messages()
     assert len(attempts) == 2  # one refused, one accepted; none during the backoff
     assert len(json.loads(first.cursor)["pending"]) == 1
     assert json.loads(later.cursor)["pending"] == []
-    assert json.loads(attempts[1].body)["check"] == "schema"
+    assert attempts[1]["check"] == "schema"
 
 
 def test_an_unreachable_receiver_never_blocks_the_sensor(
     instance: dg.DagsterInstance, binance: FakeBinance, tmp_path: Path
 ) -> None:
-    with Receiver() as gone:
-        url = f"{gone.url}/hook"
+    with WebhookReceiver() as gone:
+        url = gone.hook
     fail_schema(instance, binance, tmp_path)
 
     result = tick(instance, AlertResource(webhook_url=url, timeout_s=1.0), None, now=1000.0)
@@ -126,7 +114,7 @@ def test_an_unreachable_receiver_never_blocks_the_sensor(
 
 
 def test_warn_checks_alert_only_when_asked(
-    instance: dg.DagsterInstance, receiver: Receiver
+    instance: dg.DagsterInstance, receiver: WebhookReceiver
 ) -> None:
     instance.report_runless_asset_event(
         dg.AssetCheckEvaluation(
@@ -138,18 +126,18 @@ def test_warn_checks_alert_only_when_asked(
             partition="2024-01-05|BTCUSDT",
         )
     )
-    quiet = AlertResource(webhook_url=f"{receiver.url}/hook")
-    loud = AlertResource(webhook_url=f"{receiver.url}/hook", alert_on_warn=True)
+    quiet = AlertResource(webhook_url=receiver.hook)
+    loud = AlertResource(webhook_url=receiver.hook, alert_on_warn=True)
 
     tick(instance, quiet, None, now=1000.0)
-    assert receiver.requests_to("/hook") == []
+    assert receiver.messages() == []
     tick(instance, loud, None, now=1000.0)
-    [message] = [json.loads(r.body) for r in receiver.requests_to("/hook")]
+    [message] = receiver.messages()
     assert (message["severity"], message["partitions"]) == ("WARN", ["2024-01-05|BTCUSDT"])
 
 
 def test_the_code_location_alerts_only_for_configured_providers(
-    instance: dg.DagsterInstance, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+    instance: dg.DagsterInstance, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without POLYGON_API_KEY, a failed Polygon check (an old run's, say) does not alert; a
     failed Binance check does."""
@@ -169,23 +157,23 @@ def test_the_code_location_alerts_only_for_configured_providers(
         )
     context = dg.build_sensor_context(
         instance=instance,
-        resources={"alerts": AlertResource(webhook_url=f"{receiver.url}/hook")},
+        resources={"alerts": AlertResource(webhook_url=receiver.hook)},
     )
 
     sensor(context)
 
-    [message] = [json.loads(r.body) for r in receiver.requests_to("/hook")]
+    [message] = receiver.messages()
     assert message["asset"] == "ohlcv/binance/1d"
 
 
 def test_failures_of_a_running_run_alert_together_once_it_has_finished(
-    instance: dg.DagsterInstance, receiver: Receiver
+    instance: dg.DagsterInstance, receiver: WebhookReceiver
 ) -> None:
     """A range run records one evaluation per partition as it goes: a tick while it runs sends
     nothing, and the tick after it has finished sends one alert naming its failed partitions."""
     partitions = [f"2024-01-0{d}|BTCUSDT" for d in (4, 5, 6)]
     spec = dg.AssetCheckSpec("outliers", asset=ASSET, partitions_def=PARTITIONS)
-    resource = AlertResource(webhook_url=f"{receiver.url}/hook")
+    resource = AlertResource(webhook_url=receiver.hook)
     cursors: list[str | None] = [None]
 
     @dg.asset(key=ASSET, partitions_def=PARTITIONS, check_specs=[spec])
@@ -209,9 +197,9 @@ def test_failures_of_a_running_run_alert_together_once_it_has_finished(
         tags={RANGE_START_TAG: partitions[0], RANGE_END_TAG: partitions[-1]},
     )
     assert result.success
-    assert receiver.requests_to("/hook") == []  # nothing while the run was running
+    assert receiver.messages() == []  # nothing while the run was running
     tick(instance, resource, cursors[-1], 1060.0)
 
-    [message] = [json.loads(r.body) for r in receiver.requests_to("/hook")]
+    [message] = receiver.messages()
     assert message["partitions"] == partitions[1:]
     assert message["reason"] == f"2 partitions; {partitions[1]}: high-severity outliers"

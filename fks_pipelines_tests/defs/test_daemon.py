@@ -23,21 +23,13 @@ from dagster._core.scheduler.instigation import InstigatorState, TickStatus
 
 from fks_pipelines_tests.fakes.binance import FakeBinance
 from fks_pipelines_tests.fakes.coingecko import FakeCoinGecko
-from fks_pipelines_tests.fakes.server import LocalHttpServer, Response
+from fks_pipelines_tests.fakes.receiver import WebhookReceiver
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SENSORS = ("ohlcv_catchup", "ohlcv_freshness", "check_alerts")
 KEYLESS_JOBS = {"ohlcv_binance_1h_job", "ohlcv_binance_1d_job", "ohlcv_coingecko_1d_job"}
 DEADLINE_S = 300
-
-
-class Receiver(LocalHttpServer):
-    def __init__(self) -> None:
-        super().__init__(lambda request: Response.json({"ok": True}))
-
-    def alerts(self) -> list[dict]:
-        return [json.loads(r.body) for r in self.requests_to("/hook")]
 
 
 @pytest.fixture
@@ -49,13 +41,13 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as server:
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as server:
         yield server
 
 
 @pytest.fixture
-def env(home: Path, tmp_path: Path, receiver: Receiver) -> Iterator[dict[str, str]]:
+def env(home: Path, tmp_path: Path, receiver: WebhookReceiver) -> Iterator[dict[str, str]]:
     """The daemon's environment: no provider key, local Binance and CoinGecko, short ticks."""
     with FakeBinance() as binance, FakeCoinGecko() as coingecko:
         yield {
@@ -70,7 +62,7 @@ def env(home: Path, tmp_path: Path, receiver: Receiver) -> Iterator[dict[str, st
             "FKS_CATCHUP_INTERVAL_S": "30",
             "FKS_FRESHNESS_INTERVAL_S": "30",
             "FKS_ALERT_INTERVAL_S": "10",
-            "FKS_ALERT_WEBHOOK_URL": f"{receiver.url}/hook",
+            "FKS_ALERT_WEBHOOK_URL": receiver.hook,
         }
 
 
@@ -111,7 +103,7 @@ def settled(instance: dg.DagsterInstance) -> bool:
 
 
 def test_keyless_providers_run_and_the_others_are_skipped_by_name(
-    home: Path, env: dict[str, str], receiver: Receiver
+    home: Path, env: dict[str, str], receiver: WebhookReceiver
 ) -> None:
     instance = dg.DagsterInstance.from_config(str(home))
     # An old failure of an asset whose provider has no key now: it must not alert.
@@ -188,4 +180,4 @@ def test_keyless_providers_run_and_the_others_are_skipped_by_name(
     alerts_state = by_name["check_alerts"].instigator_data
     assert alerts_state is not None and json.loads(alerts_state.cursor)["seen"]
     # No alert names an asset of a provider without its key.
-    assert not [a for a in receiver.alerts() if "polygon" in a["asset"]]
+    assert not [a for a in receiver.messages() if "polygon" in a["asset"]]

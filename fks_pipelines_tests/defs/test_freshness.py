@@ -12,7 +12,7 @@ from fks_pipelines.defs.freshness import build_freshness_sensor
 from fks_pipelines.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from fks_pipelines.defs.schedules import DailyTarget
 from fks_pipelines_tests.defs.support import repository, target
-from fks_pipelines_tests.fakes.server import LocalHttpServer, Response
+from fks_pipelines_tests.fakes.receiver import WebhookReceiver
 
 WARN, ERROR = dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR
 
@@ -160,28 +160,20 @@ def target_symbols(t: DailyTarget) -> list[str]:
     return list(t.instruments)
 
 
-class Receiver(LocalHttpServer):
-    def __init__(self) -> None:
-        super().__init__(lambda request: Response.json({"ok": True}))
-
-    def messages(self) -> list[dict]:
-        return [json.loads(r.body) for r in self.requests_to("/hook")]
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as server:
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as server:
         yield server
 
 
 def test_an_asset_really_behind_alerts_once(
-    instance: dg.DagsterInstance, receiver: Receiver
+    instance: dg.DagsterInstance, receiver: WebhookReceiver
 ) -> None:
     binance = target("binance", "1d")
     symbols = sorted(target_symbols(binance))
     stored(instance, binance, *(f"2024-07-09|{s}" for s in symbols))
     alerts = build_alert_sensor(list(binance.asset.check_keys), clock=lambda: 1000.0)
-    resource = AlertResource(webhook_url=f"{receiver.url}/hook")
+    resource = AlertResource(webhook_url=receiver.hook)
 
     def alert_tick(cursor: str | None) -> str | None:
         context = dg.build_sensor_context(
