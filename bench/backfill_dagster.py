@@ -10,7 +10,7 @@ temporary universe (Binance only, the first ``--symbols-count`` of BTCUSDT, ETHU
 at ``--interval``, partitions from ``--start``), a temporary ``DAGSTER_HOME`` holding a copy of
 the project's ``dagster.yaml`` (with the ``--instance`` snippets deep-merged into it, to try a
 setting without touching the project's file) and a temporary ``FKS_DATA_DIR`` (SQLite warehouse,
-disk cache), then starts ``dagster dev`` (webserver, daemon, code server) the way
+disk cache), then starts ``dg dev`` (webserver, daemon, code server) the way
 ``scripts/dev.sh`` does, on a free port. Binance is a local FakeBinance that also enforces
 ``--rps`` as a provider would: at most ``limit`` kline requests in any ``period``
 (``Window.per_second(rps)``: 2/s is 2 in any 1 s), HTTP 429 with ``Retry-After`` beyond. The
@@ -24,7 +24,7 @@ GraphQL exactly as the UI's Materialize -> Launch backfill does for one asset
 ``[start, start + days)`` x the symbols; ``--run-config`` adds run config the UI does not send,
 to try an executor), then the backfill and its runs (tag ``dagster/backfill``) are polled until
 every run has finished and the daemon has closed the backfill. Everything started is stopped on
-exit, Ctrl-C and SIGTERM included (``dagster dev`` runs in its own process group).
+exit, Ctrl-C and SIGTERM included (``dg dev`` runs in its own process group).
 
 Measured: runs launched and their statuses; kline requests at the server (served, and answered
 429); the time of every request and of each run's stages (created, enqueued, launched, started,
@@ -90,7 +90,7 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 DONE_RUN = {"SUCCESS", "FAILURE", "CANCELED"}
 DONE_BACKFILL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
-DAGSTER_BIN = PROJECT_ROOT / ".venv" / "bin" / "dagster"
+DG_BIN = PROJECT_ROOT / ".venv" / "bin" / "dg"
 
 
 @dataclass(frozen=True)
@@ -194,11 +194,11 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def dagster_dev(home: Path, env: Mapping[str, str], port: int, log: Path) -> Iterator[None]:
-    """``dagster dev`` in its own process group, stopped with everything it started."""
+    """``dg dev`` in its own process group, stopped with everything it started."""
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
-                str(DAGSTER_BIN),
+                str(DG_BIN),
                 "dev",
                 "-w",
                 str(PROJECT_ROOT / "workspace.yaml"),
@@ -218,7 +218,7 @@ def dagster_dev(home: Path, env: Mapping[str, str], port: int, log: Path) -> Ite
         finally:
             stopping = time.monotonic()
             _stop_group(process)
-            print(f"dagster dev stopped in {time.monotonic() - stopping:.1f} s")
+            print(f"dg dev stopped in {time.monotonic() - stopping:.1f} s")
 
 
 def _stop_group(process: subprocess.Popen[bytes]) -> None:
@@ -241,11 +241,11 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def _interrupt_on_signals() -> None:
+def interrupt_on_signals() -> None:
     """Ctrl-C and SIGTERM raise KeyboardInterrupt, so that ``finally`` stops Dagster.
 
     SIGINT is set even if it was ignored (a shell's background job): an ignored SIGINT would also
-    be ignored by ``dagster dev``'s children, which it stops with SIGINT.
+    be ignored by ``dg dev``'s children, which it stops with SIGINT.
     """
 
     def handler(signum: int, _frame: object) -> None:
@@ -710,7 +710,7 @@ def run_backfill(args: argparse.Namespace, tmp: Path) -> None:
         with dagster_dev(home, env, port, log):
             gql = GraphQL(f"http://127.0.0.1:{port}")
             gql.wait_ready(args.ready_timeout, log)
-            print(f"dagster dev ready in {time.monotonic() - started:.1f} s (port {port})")
+            print(f"dg dev ready in {time.monotonic() - started:.1f} s (port {port})")
 
             params: dict[str, Any] = {
                 "assetSelection": [{"path": ["ohlcv", PROVIDER, args.interval]}],
@@ -833,7 +833,7 @@ def main() -> None:
     if args.embedded:
         args.redis_url = None
 
-    _interrupt_on_signals()
+    interrupt_on_signals()
     tmp = Path(tempfile.mkdtemp(prefix="fks-bench-dagster-"))
     keep = args.keep
     try:
@@ -843,7 +843,7 @@ def main() -> None:
         raise
     finally:
         if keep:
-            print(f"kept {tmp} (dagster.log: the output of dagster dev)")
+            print(f"kept {tmp} (dagster.log: the output of dg dev)")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
