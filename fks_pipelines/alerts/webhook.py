@@ -14,8 +14,6 @@ import logging
 from dataclasses import asdict, dataclass
 from urllib.parse import quote
 
-import httpx
-
 from fks_pipelines.providers.http import redact_in_logs
 
 log = logging.getLogger(__name__)
@@ -99,12 +97,18 @@ class WebhookSender:
     """Posts alerts to one webhook URL; the URL (which may hold a token) is never logged."""
 
     def __init__(self, url: str, timeout_s: float = 5.0) -> None:
+        # httpx is imported by the sender, not with the module: loading the code location
+        # imports the alert sensor, which builds a sender only when it has alerts to deliver.
+        import httpx
+
         self._client = httpx.Client(timeout=httpx.Timeout(timeout_s))
         self._url = url
         redact_in_logs(url)
 
     def send(self, alert: Alert, ui_url: str | None) -> bool:
         """True when the receiver accepted the alert (2xx); never raises."""
+        import httpx  # loaded by __init__ already, see there
+
         try:
             response = self._client.post(self._url, json=slack_message(alert, ui_url))
         except httpx.HTTPError as exc:

@@ -19,17 +19,21 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecord,
     AssetCheckExecutionRecordStatus,
 )
-from dagster._core.storage.event_log.base import EventLogStorage
 from pydantic import Field
 
 from fks_pipelines.alerts.webhook import MAX_ATTEMPTS, Alert, WebhookSender, next_attempt_delay
 from fks_pipelines.defs.schedules import every
+
+if TYPE_CHECKING:
+    # Dagster's SQL storage (alembic, mako) for one annotation: not on the import path.
+    from dagster._core.storage.event_log.base import EventLogStorage
 
 BATCH = 1000  # executions (one per check and partition) read per query
 MAX_PARTITIONS_NAMED = 5
@@ -121,7 +125,7 @@ def settled_failures(
 
 
 def executions_after(
-    storage: EventLogStorage, key: dg.AssetCheckKey, last: int
+    storage: "EventLogStorage", key: dg.AssetCheckKey, last: int
 ) -> list[AssetCheckExecutionRecord]:
     """Executions of ``key`` with ids above ``last``, newest first, read in pages."""
     found: list[AssetCheckExecutionRecord] = []

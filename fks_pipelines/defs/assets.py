@@ -62,9 +62,10 @@ class AssetPolicy:
     """What every OHLCV asset declares beyond its data: retries, backfill runs, owners."""
 
     retry: dg.RetryPolicy | None = TRANSIENT_RETRY
-    # A run launched by the daemon costs ~7-11 s of process starts here before its first
-    # request, against ~33 ms per partition inside a range run (bench/backfill_dagster.py). A
-    # range run fetches each symbol's days as one window and writes them once.
+    # A run launched by the daemon costs 2.5-3 s of process start here before its first request
+    # (one run alone; more when several start at once on 2 cores: bench/run_startup.py), against
+    # ~33 ms per partition inside a range run (bench/backfill_dagster.py). A range run fetches
+    # each symbol's days as one window and writes them once.
     partitions_per_run: int = 100
     owners: tuple[str, ...] = ()
 

@@ -21,10 +21,8 @@ import functools
 from dataclasses import dataclass
 from datetime import date, time, timedelta
 
-import exchange_calendars as xc
 import numpy as np
 import pandas as pd
-from exchange_calendars.errors import InvalidCalendarName
 
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.universe import Instrument
@@ -99,6 +97,12 @@ class _Calendar:
 @functools.cache
 def _calendar(code: str) -> _Calendar:
     """Build one exchange's calendar, once per process: ``get_calendar`` takes about 0.2 s."""
+    # Imported here, not with the module: exchange_calendars takes 0.06-0.15 s to import, and
+    # loading the code location imports this module (schedules, checks) without building a
+    # calendar; only a run's checks or a schedule's tick on an equity need one.
+    import exchange_calendars as xc
+    from exchange_calendars.errors import InvalidCalendarName
+
     try:
         calendar = xc.get_calendar(code, start=_EARLIEST)
     except InvalidCalendarName:

@@ -7,11 +7,12 @@ is never put into a canonical frame: providers drop it when they parse (see
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING
 
 import pandas as pd
-import pandera.pandas as pa
-from pandera.typing import Series
+
+if TYPE_CHECKING:  # for type checkers; at run time __getattr__ below imports it on first use
+    from fks_pipelines.market.frame_model import OHLCVFrame as OHLCVFrame
 
 TS_DTYPE = pd.DatetimeTZDtype(unit="ns", tz="UTC")
 
@@ -32,51 +33,6 @@ DTYPES: dict[str, object] = {
     "vwap": "float64",
     "trades": "Int64",
 }
-
-
-class OHLCVFrame(pa.DataFrameModel):
-    """Closed OHLCV bars of one or more instruments, one row per bar."""
-
-    provider: Series[pd.StringDtype] = pa.Field(
-        description="Provider id that served the bar (binance, polygon, coingecko, ...)."
-    )
-    symbol: Series[pd.StringDtype] = pa.Field(
-        description="The provider's own ticker for the instrument, e.g. BTCUSDT or X:BTCUSD."
-    )
-    interval: Series[pd.StringDtype] = pa.Field(
-        description="Bar length, e.g. 1m, 1h, 1d; minutes are lower-case m."
-    )
-    ts: Series[TS_DTYPE] = pa.Field(  # type: ignore[valid-type]
-        description="Open time of the bar, UTC (tz-aware)."
-    )
-    open: Series[float] = pa.Field(gt=0, description="First traded price of the bar.")
-    high: Series[float] = pa.Field(gt=0, description="Highest traded price of the bar.")
-    low: Series[float] = pa.Field(gt=0, description="Lowest traded price of the bar.")
-    close: Series[float] = pa.Field(gt=0, description="Last traded price of the closed bar.")
-    volume: Series[float] = pa.Field(
-        ge=0, description="Traded volume in base units (contracts on Binance USD-M)."
-    )
-    vwap: Series[float] = pa.Field(
-        nullable=True,
-        description="Volume-weighted average price; null where the provider gives none.",
-    )
-    trades: Series[pd.Int64Dtype] = pa.Field(
-        nullable=True, ge=0, description="Number of trades in the bar; null where not provided."
-    )
-
-    @pa.dataframe_check(description="high is at least the open, the close and the low")
-    def high_is_highest(cls, df: pd.DataFrame) -> Series[bool]:
-        return (df["high"] >= df[["open", "close", "low"]].max(axis=1)).astype(bool)
-
-    @pa.dataframe_check(description="low is at most the open and the close")
-    def low_is_lowest(cls, df: pd.DataFrame) -> Series[bool]:
-        return (df["low"] <= df[["open", "close"]].min(axis=1)).astype(bool)
-
-    class Config:
-        strict = True
-        ordered = True
-        unique: ClassVar[list[str]] = list(KEY_COLUMNS)
-        description = "Canonical closed OHLCV bars; ts is the bar's open time in UTC."
 
 
 def empty_frame() -> pd.DataFrame:
@@ -143,4 +99,20 @@ def drop_open_bars(frame: pd.DataFrame, interval_seconds: int, now: pd.Timestamp
 
 def validate(frame: pd.DataFrame) -> pd.DataFrame:
     """Validate ``frame`` against :class:`OHLCVFrame`, reporting every failure at once."""
-    return OHLCVFrame.validate(frame, lazy=True)
+    from fks_pipelines.market import frame_model  # on first use, see __getattr__
+
+    return frame_model.OHLCVFrame.validate(frame, lazy=True)
+
+
+def __getattr__(name: str) -> object:
+    """``OHLCVFrame``, the pandera model, imported on first use.
+
+    pandera (with typeguard) takes about 0.1 s to import, and every provider imports this module
+    for the frame helpers above: loading the code location, or a run until its bars are checked,
+    has no use for the model.
+    """
+    if name == "OHLCVFrame":
+        from fks_pipelines.market.frame_model import OHLCVFrame
+
+        return OHLCVFrame
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

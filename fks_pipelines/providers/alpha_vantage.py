@@ -53,9 +53,8 @@ import math
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import pandas as pd
 
 from fks_pipelines.market.frame import build_frame, empty_frame
@@ -77,6 +76,9 @@ from fks_pipelines.providers.errors import (
 from fks_pipelines.providers.http import ProviderHttp, parse_retry_after
 from fks_pipelines.providers.ratelimit import ProviderLimits, Quota, Window
 from fks_pipelines.providers.runtime import ProviderRuntime, RuntimeConfig, get_runtime
+
+if TYPE_CHECKING:  # annotations only: the client's ProviderHttp imports httpx when it is built
+    import httpx
 
 PROVIDER = "alpha_vantage"
 DEFAULT_BASE_URL = "https://www.alphavantage.co"

@@ -11,9 +11,8 @@ import math
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import numpy as np
 import pandas as pd
 
@@ -38,6 +37,9 @@ from fks_pipelines.providers.http import (
 )
 from fks_pipelines.providers.ratelimit import ProviderLimits, Window
 from fks_pipelines.providers.runtime import ProviderRuntime, RuntimeConfig, get_runtime
+
+if TYPE_CHECKING:  # annotations only: the client's ProviderHttp imports httpx when it is built
+    import httpx
 
 PROVIDER = "binance"
 DEFAULT_BASE_URL = "https://fapi.binance.com"

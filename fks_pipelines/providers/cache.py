@@ -22,11 +22,10 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import diskcache
 import pandas as pd
-import redis
 
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.quote import Quote
@@ -38,6 +37,11 @@ from fks_pipelines.providers.codec import (
     encode_quote,
 )
 from fks_pipelines.providers.state import WarnOnce, key
+
+if TYPE_CHECKING:
+    # redis takes ~0.05 s to import, and neither loading the code location nor the embedded mode
+    # (no REDIS_URL) uses it: it is imported where a Redis client is made or used.
+    import redis
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +56,15 @@ def cache_key(provider: str, endpoint: str, request: Mapping[str, object]) -> st
     return key(provider, endpoint, digest)
 
 
-BACKEND_ERRORS = (redis.RedisError, diskcache.Timeout, OSError)
-
-
 class CacheBackend(ABC):
     """Bytes by key with a TTL, plus a lock per key for single flight.
 
-    Backend failures raise one of :data:`BACKEND_ERRORS`, except when releasing a lock: a lock
-    that cannot be released expires on its own.
+    Backend failures raise one of :attr:`errors`, except when releasing a lock: a lock that
+    cannot be released expires on its own.
     """
+
+    errors: tuple[type[Exception], ...] = (OSError,)
+    """What this backend raises when it cannot be used (the cache is then bypassed)."""
 
     @abstractmethod
     def get(self, name: str) -> bytes | None: ...
@@ -77,6 +81,9 @@ class CacheBackend(ABC):
 
 class RedisBackend(CacheBackend):
     def __init__(self, client: redis.Redis) -> None:
+        import redis  # loaded with the client already; see the imports at the top
+
+        self.errors = (redis.RedisError, OSError)
         self.client = client
 
     def get(self, name: str) -> bytes | None:
@@ -90,6 +97,8 @@ class RedisBackend(CacheBackend):
 
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
+        import redis  # see __init__
+
         lock = self.client.lock(
             f"{name}:lock", timeout=_LOCK_TTL_S, blocking_timeout=_LOCK_TTL_S, sleep=0.01
         )
@@ -104,6 +113,8 @@ class RedisBackend(CacheBackend):
 
 class DiskBackend(CacheBackend):
     """diskcache (SQLite files): shared by the processes of one machine, e.g. ``dagster dev``."""
+
+    errors = (diskcache.Timeout, OSError)
 
     def __init__(self, directory: Path) -> None:
         self.cache = diskcache.Cache(str(directory))
@@ -124,7 +135,7 @@ class DiskBackend(CacheBackend):
         try:
             yield
         finally:
-            with suppress(*BACKEND_ERRORS):
+            with suppress(*self.errors):
                 lock.release()
 
 
@@ -209,7 +220,7 @@ class ResultCache:
         """
         try:
             cached = self._read(name, codec)
-        except BACKEND_ERRORS as exc:
+        except self.backend.errors as exc:
             self._warn("backend", "cache unavailable, fetching upstream: %s", exc)
             return CacheResult(load(), hit=False)
         if cached is not None:
@@ -218,7 +229,7 @@ class ResultCache:
             try:
                 held.enter_context(self.backend.lock(name))
                 cached = self._read(name, codec)
-            except BACKEND_ERRORS as exc:
+            except self.backend.errors as exc:
                 self._warn("backend", "cache unavailable, fetching upstream: %s", exc)
                 return CacheResult(load(), hit=False)
             if cached is not None:
@@ -226,7 +237,7 @@ class ResultCache:
             value = load()
             try:
                 self.backend.set(name, codec.encode(value), ttl(value))
-            except BACKEND_ERRORS as exc:
+            except self.backend.errors as exc:
                 self._warn("backend", "cache unavailable, not storing: %s", exc)
             return CacheResult(value, hit=False)
 

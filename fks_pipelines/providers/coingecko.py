@@ -53,10 +53,9 @@ import math
 import re
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
-import httpx
 import numpy as np
 import pandas as pd
 
@@ -77,6 +76,9 @@ from fks_pipelines.providers.errors import (
 from fks_pipelines.providers.http import ProviderHttp, parse_retry_after
 from fks_pipelines.providers.ratelimit import ProviderLimits, Quota, Window
 from fks_pipelines.providers.runtime import ProviderRuntime, RuntimeConfig, get_runtime
+
+if TYPE_CHECKING:  # annotations only: the client's ProviderHttp imports httpx when it is built
+    import httpx
 
 log = logging.getLogger(__name__)
 

@@ -48,10 +48,9 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import httpx
 import pandas as pd
 
 from fks_pipelines.market.frame import build_frame, empty_frame
@@ -72,6 +71,9 @@ from fks_pipelines.providers.errors import (
 from fks_pipelines.providers.http import ProviderHttp, parse_retry_after
 from fks_pipelines.providers.ratelimit import ProviderLimits, Quota, Window
 from fks_pipelines.providers.runtime import ProviderRuntime, RuntimeConfig, get_runtime
+
+if TYPE_CHECKING:  # annotations only: the client's ProviderHttp imports httpx when it is built
+    import httpx
 
 log = logging.getLogger(__name__)
 

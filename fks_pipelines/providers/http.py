@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote, quote_plus
 
-import httpx
 import tenacity
 
 from fks_pipelines.providers.errors import (
@@ -33,11 +32,16 @@ from fks_pipelines.providers.errors import (
 )
 
 if TYPE_CHECKING:
+    # httpx, and the rich and pygments its command line pulls in, take ~0.05 s to import. Every
+    # provider module imports this one, and loading the code location sends no request: httpx is
+    # imported where a client is built or a request is sent.
+    import httpx
+
     from fks_pipelines.providers.runtime import ProviderRuntime
 
 log = logging.getLogger(__name__)
 
-ErrorMapper = Callable[[httpx.Response, Any], ProviderError]
+ErrorMapper = Callable[["httpx.Response", Any], ProviderError]
 """Turns an error answer (status >= 400) and its decoded body (``None`` if not JSON) into an
 error."""
 
@@ -45,7 +49,7 @@ error."""
 BodyCheck = Callable[[Any], ProviderError | None]
 """Finds an error reported inside a successful (2xx) answer's decoded body, if any."""
 
-Pacing = Callable[[httpx.Response], float | None]
+Pacing = Callable[["httpx.Response"], float | None]
 """Reads a provider's pacing headers; returns seconds every process should hold off, if any."""
 
 
@@ -81,6 +85,8 @@ class Timeouts:
     read: float = 30.0
 
     def as_httpx(self) -> httpx.Timeout:
+        import httpx  # see the imports at the top
+
         return httpx.Timeout(self.read, connect=self.connect)
 
 
@@ -194,6 +200,8 @@ class ProviderHttp:
         self._pacing = pacing
         self._check_body = check_body
         self._sleep = sleep
+        import httpx  # see the imports at the top
+
         self._client = httpx.Client(
             base_url=base_url,
             timeout=runtime.config.timeouts.as_httpx(),
@@ -278,6 +286,8 @@ class ProviderHttp:
         weight: int,
         quota_cost: int,
     ) -> Any:
+        import httpx  # see the imports at the top; loaded by __init__ already
+
         limiter = self.runtime.limiter
         limiter.reserve(quota_cost)
         try:

@@ -39,10 +39,9 @@ import math
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
-import httpx
 import numpy as np
 import pandas as pd
 
@@ -63,6 +62,9 @@ from fks_pipelines.providers.errors import (
 from fks_pipelines.providers.http import ProviderHttp, parse_retry_after
 from fks_pipelines.providers.ratelimit import ProviderLimits, Window
 from fks_pipelines.providers.runtime import ProviderRuntime, RuntimeConfig, get_runtime
+
+if TYPE_CHECKING:  # annotations only: the client's ProviderHttp imports httpx when it is built
+    import httpx
 
 PROVIDER = "polygon"
 DEFAULT_BASE_URL = "https://api.polygon.io"

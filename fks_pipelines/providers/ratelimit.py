@@ -23,9 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import redis
 from pyrate_limiter import (
     InMemoryBucket,
     Limiter,
@@ -40,6 +39,15 @@ from pyrate_limiter.buckets.redis_bucket import LuaScript
 from fks_pipelines.providers.errors import QuotaExhausted, SlotTimeout
 from fks_pipelines.providers.state import DISK_ERRORS, SharedState, WarnOnce, key
 
+if TYPE_CHECKING:
+    # redis takes ~0.05 s to import, and neither loading the code location nor the embedded mode
+    # (no REDIS_URL) uses it: it is imported where a Redis client is made or used.
+    import redis
+
+    SharedLog = redis.Redis | Path
+    """Where the sliding-window logs are shared: a Redis server, or a directory of SQLite
+    files."""
+
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], None]
@@ -47,9 +55,6 @@ _WAKE_BUFFER_MS = 5
 _JITTER_S = 0.01
 _PERIOD_ADJECTIVE = {"day": "daily", "month": "monthly"}
 _LEAK_EVERY = 50  # acquisitions between trims of a shared log
-
-SharedLog = redis.Redis | Path
-"""Where the sliding-window logs are shared: a Redis server, or a directory of SQLite files."""
 
 
 @dataclass(frozen=True)
@@ -229,11 +234,20 @@ class _Limiters:
         self._local = self._build(None)
         self._acquired = 0
         self._warn = warn
+        # What the shared log raises when it cannot be used, and what a restarted Redis raises
+        # for pyrate-limiter's script, which it loads only once. Nothing when nothing is shared.
+        self._errors: tuple[type[Exception], ...] = ()
+        self._script_lost: tuple[type[Exception], ...] = ()
+        self._topic, self._store = "", ""
         if isinstance(shared, Path):
-            self._errors: tuple[type[Exception], ...] = DISK_ERRORS
+            self._errors = DISK_ERRORS
             self._topic, self._store = "disk", f"rate-limit log in {shared}"
-        else:
-            self._errors, self._topic, self._store = (redis.RedisError,), "redis", "Redis"
+        elif shared is not None:
+            import redis  # loaded with the client already; see the imports at the top
+
+            self._errors = (redis.RedisError,)
+            self._script_lost = (redis.exceptions.NoScriptError,)
+            self._topic, self._store = "redis", "Redis"
 
     def acquire(self, provider: str, weight: int, timeout_s: float) -> bool:
         if self._target is None:
@@ -253,8 +267,7 @@ class _Limiters:
             self._shared = self._build(self._target)
         try:
             return _try(self._shared, provider, weight, timeout_s)
-        except redis.exceptions.NoScriptError:
-            # A restarted Redis forgot pyrate-limiter's script, which it loads only once.
+        except self._script_lost:
             self._shared = self._build(self._target)
             return _try(self._shared, provider, weight, timeout_s)
 

@@ -13,8 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-
-import redis
+from typing import TYPE_CHECKING
 
 from fks_pipelines.providers.breaker import CircuitBreaker
 from fks_pipelines.providers.cache import (
@@ -25,7 +24,7 @@ from fks_pipelines.providers.cache import (
     TtlPolicy,
 )
 from fks_pipelines.providers.http import Timeouts
-from fks_pipelines.providers.ratelimit import ProviderLimits, RateLimiter, SharedLog
+from fks_pipelines.providers.ratelimit import ProviderLimits, RateLimiter
 from fks_pipelines.providers.state import (
     DISK_ERRORS,
     DiskState,
@@ -35,6 +34,13 @@ from fks_pipelines.providers.state import (
     SharedState,
     WarnOnce,
 )
+
+if TYPE_CHECKING:
+    # redis takes ~0.05 s to import, and neither loading the code location nor the embedded mode
+    # (no REDIS_URL) uses it: it is imported where a Redis client is made or used.
+    import redis
+
+    from fks_pipelines.providers.ratelimit import SharedLog
 
 log = logging.getLogger(__name__)
 _warn = WarnOnce(log)
@@ -138,6 +144,8 @@ def get_runtime(provider: str, limits: ProviderLimits, config: RuntimeConfig) ->
 def _redis(url: str) -> redis.Redis | None:
     """A connected client for ``url`` (one pool per URL and process), or ``None`` while Redis
     does not answer; a failure is not remembered, so a runtime built later can use it."""
+    import redis  # see the imports at the top
+
     client = _client(url)
     try:
         client.ping()
@@ -154,6 +162,8 @@ def _redis(url: str) -> redis.Redis | None:
 
 @cache
 def _client(url: str) -> redis.Redis:
+    import redis  # see the imports at the top
+
     return redis.Redis.from_url(
         url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
     )

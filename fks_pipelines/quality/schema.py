@@ -24,13 +24,15 @@ import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 
-from fks_pipelines.market.frame import OHLCVFrame
 from fks_pipelines.market.intervals import Interval
+
+if TYPE_CHECKING:
+    import pandera.pandas as pa
 
 SERIES_KEYS = ("provider", "symbol", "interval")
 MAX_EXAMPLES = 5
@@ -173,6 +175,10 @@ def check_schema(frame: pd.DataFrame, interval: Interval) -> SchemaReport:
 
 @functools.cache
 def _schema() -> pa.DataFrameSchema:
+    # The model, and pandera with it, is imported on the first check rather than with this
+    # module: loading the code location imports the checks without running one (about 0.1 s).
+    from fks_pipelines.market.frame_model import OHLCVFrame
+
     # Key uniqueness is checked as ts_unique by _check_ts (see the module docstring).
     schema = copy.deepcopy(OHLCVFrame.to_schema())
     schema.unique = None
@@ -184,9 +190,12 @@ def _run_pandera(
     row_checks: dict[str, np.ndarray],
     cases: dict[str, list[dict[str, object]]],
 ) -> None:
+    schema = _schema()
+    from pandera.errors import SchemaErrors  # loaded by _schema(), see there
+
     try:
-        _schema().validate(frame, lazy=True)
-    except pa.errors.SchemaErrors as exc:
+        schema.validate(frame, lazy=True)
+    except SchemaErrors as exc:
         failures = exc.failure_cases
     except Exception as exc:  # a frame so broken that pandera itself gives up
         cases.setdefault("pandera", []).append({"detail": _short(repr(exc))})

@@ -17,13 +17,15 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from typing import TYPE_CHECKING
 
 from fks_pipelines.providers.state import WarnOnce, key
 from fks_pipelines.warehouse.webhook_events import StoredEvent
+
+if TYPE_CHECKING:
+    # redis takes ~0.05 s to import, and loading the code location (the webhook sensor) makes no
+    # stream without REDIS_URL: it is imported where a client is made or used.
+    import redis
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,10 @@ class EventStream:
     @classmethod
     def from_url(cls, url: str, maxlen: int, cooldown_s: float = COOLDOWN_S) -> EventStream:
         """A stream on the Redis at ``url``; connects on first use."""
+        import redis  # see the imports at the top
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
         client = redis.Redis.from_url(
             url, socket_connect_timeout=1, socket_timeout=2, retry=Retry(NoBackoff(), 0)
         )
@@ -59,6 +65,8 @@ class EventStream:
         Never raises for Redis: the events are stored already, and the sensor publishes what
         this could not.
         """
+        import redis  # loaded with the client already; see the imports at the top
+
         if not events:
             return True
         with self._lock:
