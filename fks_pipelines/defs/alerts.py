@@ -177,12 +177,14 @@ def build_alert_sensor(
         records.sort(key=lambda r: r.create_timestamp)
         severities = {"ERROR", "WARN"} if alerts.alert_on_warn else {"ERROR"}
         queued = {a.fingerprint for a in pending}
+        raised = 0
         for alert in alerts_of(records):
             if alert.severity not in severities:
                 continue
             if alert.fingerprint in sent or alert.fingerprint in queued:
                 continue
             context.log.warning("check failed: %s (run %s)", alert.line(), alert.run_id)
+            raised += 1
             queued.add(alert.fingerprint)
             if alerts.webhook_url:
                 pending.append(alert)
@@ -213,9 +215,10 @@ def build_alert_sensor(
             {"seen": seen, "pending": [a.to_json() for a in still], "sent": sent},
             sort_keys=True,
         )
-        return dg.SensorResult(
-            skip_reason=None if records or still else "no new check evaluations",
-            cursor=cursor,
-        )
+        # What the tick did, on the tick: it never launches runs, so this is its only line.
+        summary = f"{len(records)} new failed check evaluations, {raised} alerts raised"
+        if still:
+            summary += f", {len(still)} waiting for the receiver"
+        return dg.SensorResult(skip_reason=summary, cursor=cursor)
 
     return _alerts

@@ -79,6 +79,9 @@ def test_a_failed_error_check_alerts_once_with_a_link(
     assert message["link"] == f"{UI}/assets/ohlcv/binance/1h?view=checks"
     assert message["text"].startswith("ERROR ohlcv/binance/1h [2024-01-05|BTCUSDT] check schema")
     assert json.loads(third.cursor)["pending"] == []
+    # Each tick says what it did.
+    assert first.skip_reason.skip_message == "1 new failed check evaluations, 1 alerts raised"
+    assert third.skip_reason.skip_message == "0 new failed check evaluations, 0 alerts raised"
 
 
 def test_a_receiver_that_is_down_gets_the_alert_when_it_comes_back(
