@@ -113,7 +113,8 @@ def test_the_same_event_from_two_requests_of_one_batch_is_stored_once(
 
     [a], [b], [c] = (f.result(timeout=60) for f in futures)
 
-    assert (a.duplicate, b.duplicate, c.duplicate) == (False, False, True)
+    # The two requests of event 1 queue from two threads in either order: one stores it.
+    assert not a.duplicate and sorted((b.duplicate, c.duplicate)) == [False, True]
     assert b.id == c.id and b.seq == c.seq
     assert store.count() == 2
 
