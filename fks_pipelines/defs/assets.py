@@ -19,6 +19,7 @@ from fks_pipelines.defs.checks import (
     check_outputs,
     completeness_evaluation,
     failed_checks,
+    failed_summary,
     outliers_evaluation,
     provider_check_specs,
     schema_gate,
@@ -253,7 +254,7 @@ class PartitionQuality:
             "rows": len(self.rows),
             "expected_bars": self.completeness.expected,
             "missing_bars": self.completeness.missing,
-            "failed_checks": ", ".join(failed_checks(evaluations)) or "none",
+            "failed_checks": failed_summary(evaluations),
             **self.score.as_metadata(),
         }
         if len(self.rows):

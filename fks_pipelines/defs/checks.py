@@ -284,6 +284,11 @@ def failed_checks(evaluations: Sequence[dg.AssetCheckEvaluation]) -> list[str]:
     return [f"{e.check_name}:{e.severity.value}" for e in evaluations if not e.passed]
 
 
+def failed_summary(evaluations: Sequence[dg.AssetCheckEvaluation]) -> str:
+    """:func:`failed_checks` as a partition's metadata shows them: joined, or ``none``."""
+    return ", ".join(failed_checks(evaluations)) or "none"
+
+
 def selected(
     context: dg.AssetExecutionContext, evaluations: Sequence[dg.AssetCheckEvaluation]
 ) -> list[dg.AssetCheckEvaluation]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from fks_pipelines.defs.assets import (
@@ -30,6 +31,7 @@ from fks_pipelines.defs.checks import (
     completeness_evaluation,
     consolidated_check_specs,
     failed_checks,
+    failed_summary,
     schema_gate,
     selected,
 )
@@ -181,20 +183,7 @@ def build_consolidated_asset(
                     ]
                     evaluations += found
                     context.add_asset_metadata(part.metadata(found), partition_key=part.key)
-                    day = DaySymbol.from_key(part.key)
-                    rows.append(
-                        quality_row(
-                            CONSOLIDATED,
-                            interval,
-                            day.symbol,
-                            day.day,
-                            part.score,
-                            part.completeness,
-                            agreement=part.agreement,
-                            failed=failed_checks(found),
-                            run_id=context.run.run_id,
-                        )
-                    )
+                    rows.append(part.quality_row(interval, found, context.run.run_id))
             # The daily quality report reads these; one upsert for the run.
             warehouse.write_quality(pd.DataFrame(rows))
             context.log.info(
@@ -237,12 +226,29 @@ class ConsolidatedPartition:
     tolerance: Tolerance
     score: QualityScore
 
+    def quality_row(
+        self, interval: str, evaluations: Sequence[dg.AssetCheckEvaluation], run_id: str
+    ) -> dict[str, object]:
+        """The partition's row of the quality table (see the daily quality report)."""
+        part = DaySymbol.from_key(self.key)
+        return quality_row(
+            CONSOLIDATED,
+            interval,
+            part.symbol,
+            part.day,
+            self.score,
+            self.completeness,
+            agreement=self.agreement,
+            failed=failed_checks(evaluations),
+            run_id=run_id,
+        )
+
     def metadata(self, evaluations: Sequence[dg.AssetCheckEvaluation]) -> dict[str, object]:
         return {
             **self.agreement.as_metadata(),
             "expected_bars": self.completeness.expected,
             "missing_bars": self.completeness.missing,
-            "failed_checks": ", ".join(failed_checks(evaluations)) or "none",
+            "failed_checks": failed_summary(evaluations),
             **self.score.as_metadata(),
         }
 
@@ -261,17 +267,20 @@ def _partitions(
     ``frame`` is the block's consolidated series and ``bars`` the same rows as a canonical
     frame (for the completeness check).
     """
-    days = frame["ts"].dt.floor("D")
+    # Each (instrument, day)'s rows located once, not a mask of the block per partition.
+    rows = frame.groupby(
+        [frame["instrument"], frame["ts"].dt.floor("D")], sort=False, observed=True
+    ).indices
+    no_rows = np.array([], dtype=np.intp)
     for instrument in block.symbols:
         tolerance = universe.tolerance(instrument)
         calendar = universe.instruments[instrument]
-        of_instrument = frame["instrument"] == instrument
         for day in block.days:
             start = pd.Timestamp(day, tz="UTC")
-            inside = (of_instrument & (days == start)).to_numpy()
-            part = frame.loc[inside]
+            inside = rows.get((instrument, start), no_rows)
+            part = frame.iloc[inside]
             completeness = check_completeness(
-                bars.loc[inside], calendar, bar, start, start + DAY, now
+                bars.iloc[inside], calendar, bar, start, start + DAY, now
             )
             agreement = measure_agreement(part, tolerance.warn_bps)
             score = quality_score(completeness, schema, [], None, None, agreement, tolerance)
