@@ -97,31 +97,28 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def time_import(module: str) -> float:
-    """Seconds ``import module`` takes in a fresh interpreter."""
-    out = subprocess.run(
-        [sys.executable, "-c", TIMED_IMPORT.format(module=module)],
+def _python(*args: str) -> subprocess.CompletedProcess[str]:
+    """This interpreter, fresh, in the repository root; its output captured."""
+    return subprocess.run(
+        [sys.executable, *args],
         cwd=PROJECT_ROOT,
         env=_child_env(),
         capture_output=True,
         text=True,
         check=True,
         timeout=120,
-    ).stdout
+    )
+
+
+def time_import(module: str) -> float:
+    """Seconds ``import module`` takes in a fresh interpreter."""
+    out = _python("-c", TIMED_IMPORT.format(module=module)).stdout
     return float(out.split()[-1])
 
 
 def import_self_times(module: str) -> collections.Counter[str]:
     """Self time (s) of every module ``import module`` loads, summed per top-level package."""
-    err = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", f"import {module}"],
-        cwd=PROJECT_ROOT,
-        env=_child_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stderr
+    err = _python("-X", "importtime", "-c", f"import {module}").stderr
     by_module = {
         m.group(2): int(m.group(1))
         for m in re.finditer(r"^import time:\s+(\d+) \|\s+\d+ \|\s*(\S+)$", err, re.MULTILINE)
