@@ -12,8 +12,8 @@ partitions definition, and these assets are date x symbol. So freshness is judge
 partitioned check of each provider asset, by two writers:
 
 - the ``ohlcv_freshness`` sensor records a failed evaluation on each of a symbol's two newest due
-  partitions that is missing, and asks for it: a run of historical days never judges the asset's
-  newest days, so it records no freshness failure;
+  partitions that is missing (and not being fetched by a run), and asks for it: a run of
+  historical days never judges the asset's newest days, so it records no freshness failure;
 - each run records a passed evaluation on every partition it stored, with how long after its
   day's close it arrived; that replaces the sensor's failure once the partition is in.
 
@@ -204,7 +204,8 @@ def build_freshness_sensor(
         for target in ready:
             name = target.key.to_user_string()
             found = behind(target, context.instance, now)
-            failing = [b for b in found if b.overdue > timedelta(0)]
+            # A partition a run is fetching now is judged once that run is over.
+            failing = [b for b in found if b.overdue > timedelta(0) and not b.in_progress]
             if failing and not ever_materialized(context.instance, target.key):
                 not_started.append(name)
             elif failing:

@@ -117,6 +117,7 @@ def run_ranges(
     keys: Iterable[str | dg.MultiPartitionKey],
     symbol_order: Sequence[str],
     max_partitions: int,
+    per_symbol: bool = False,
 ) -> list[tuple[str, str]]:
     """``(first, last)`` partition keys of the fewest runs that cover ``keys``, as a backfill
     would cut them.
@@ -125,12 +126,15 @@ def run_ranges(
     symbol's consecutive days (at most ``max_partitions`` long), or each day's adjacent symbols
     (in ``symbol_order``, the static dimension's order). Whichever gives fewer runs is taken, so
     that the runs of many symbols over a few days grow with the days, not with the symbols; on a
-    tie, ranges of days, whose symbol a run fetches as one window.
+    tie, ranges of days, whose symbol a run fetches as one window. ``per_symbol`` takes ranges
+    of days whatever their number: a symbol that fails then fails only its own runs.
     """
     parts = [DaySymbol.from_key(key) for key in keys]
     if not parts:
         return []
     by_symbol = _symbol_ranges(parts, symbol_order, max_partitions)
+    if per_symbol:
+        return by_symbol
     by_day = _day_ranges(parts, symbol_order, max_partitions)
     return by_day if len(by_day) < len(by_symbol) else by_symbol
 

@@ -93,11 +93,17 @@ class DailyTarget:
         ]
 
     def run_requests(
-        self, keys: Sequence[str], run_key_prefix: str | None, tags: dict[str, str]
+        self,
+        keys: Sequence[str],
+        run_key_prefix: str | None,
+        tags: dict[str, str],
+        per_symbol: bool = False,
     ) -> list[dg.RunRequest]:
-        """Range runs covering ``keys``; a single partition runs as itself."""
+        """Range runs covering ``keys`` (see :func:`run_ranges`); a single partition runs as
+        itself."""
         requests = []
-        for first, last in run_ranges(keys, list(self.instruments), self.partitions_per_run):
+        ranges = run_ranges(keys, list(self.instruments), self.partitions_per_run, per_symbol)
+        for first, last in ranges:
             run_key = f"{run_key_prefix}:{first}:{last}" if run_key_prefix else None
             if first == last:
                 requests.append(
@@ -246,7 +252,8 @@ def build_catchup_sensor(
                 target.key, keys, target.asset.partitions_def
             )
             status = status or {}
-            launch = []
+            launch: list[str] = []
+            again: list[str] = []
             for key in keys:
                 state = status.get(key)
                 entry = f"{target.name}|{key}"
@@ -267,8 +274,12 @@ def build_catchup_sensor(
                     )
                     continue
                 kept[entry] = tried + 1
-                launch.append(key)
-            requests += target.run_requests(launch, None, {TRIGGER_TAG: "catchup"})
+                (again if tried else launch).append(key)
+            tags = {TRIGGER_TAG: "catchup"}
+            requests += target.run_requests(launch, None, tags)
+            # A partition launched before and still not stored may hold a symbol that keeps
+            # failing (a run fails whole): its next runs hold one symbol, so the others get in.
+            requests += target.run_requests(again, None, tags, per_symbol=True)
         if not requests:
             reason = f"nothing missing or failed in the last {lookback_days} days"
             if skipped:

@@ -14,7 +14,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -47,9 +48,17 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture
-def env(home: Path, tmp_path: Path, receiver: WebhookReceiver) -> Iterator[dict[str, str]]:
+def binance() -> Iterator[FakeBinance]:
+    with FakeBinance() as fake:
+        yield fake
+
+
+@pytest.fixture
+def env(
+    home: Path, tmp_path: Path, receiver: WebhookReceiver, binance: FakeBinance
+) -> Iterator[dict[str, str]]:
     """The daemon's environment: no provider key, local Binance and CoinGecko, short ticks."""
-    with FakeBinance() as binance, FakeCoinGecko() as coingecko:
+    with FakeCoinGecko() as coingecko:
         yield {
             "PATH": os.environ["PATH"],
             "HOME": str(tmp_path),
@@ -102,6 +111,46 @@ def settled(instance: dg.DagsterInstance) -> bool:
     return counts["ohlcv_catchup"] >= 2 and counts["ohlcv_freshness"] >= 1 and len(after_runs) >= 1
 
 
+def run_daemon(
+    home: Path,
+    env: dict[str, str],
+    instance: dg.DagsterInstance,
+    done: Callable[[dg.DagsterInstance], bool],
+) -> None:
+    """Turn on :data:`SENSORS`, run the real daemon until ``done``, stop it (bounded)."""
+    for name in SENSORS:
+        dagster(["sensor", "start", name], env)
+    log = (home / "daemon.log").open("w")
+    daemon = subprocess.Popen(
+        [str(BIN / "dagster-daemon"), "run", "-m", "fks_pipelines.definitions"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while not done(instance):
+            assert daemon.poll() is None, (home / "daemon.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, (home / "daemon.log").read_text()[-3000:]
+            time.sleep(2)
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait(timeout=10)
+        log.close()
+
+
+def failed_ticks(all_ticks: dict[str, list]) -> dict[str, list]:
+    return {
+        n: [t.error for t in ts if t.status == TickStatus.FAILURE] for n, ts in all_ticks.items()
+    }
+
+
 def test_keyless_providers_run_and_the_others_are_skipped_by_name(
     home: Path, env: dict[str, str], receiver: WebhookReceiver
 ) -> None:
@@ -117,38 +166,11 @@ def test_keyless_providers_run_and_the_others_are_skipped_by_name(
             partition="2024-01-05|AAPL",
         )
     )
-    for name in SENSORS:
-        dagster(["sensor", "start", name], env)
-    log = (home / "daemon.log").open("w")
-    daemon = subprocess.Popen(
-        [str(BIN / "dagster-daemon"), "run", "-m", "fks_pipelines.definitions"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + DEADLINE_S
-        while not settled(instance):
-            assert daemon.poll() is None, (home / "daemon.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, (home / "daemon.log").read_text()[-3000:]
-            time.sleep(2)
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait(timeout=10)
-        log.close()
+    run_daemon(home, env, instance, settled)
 
     by_name = states(instance)
     all_ticks = {name: ticks(instance, by_name[name]) for name in SENSORS}
-    failed = {
-        n: [t.error for t in ts if t.status == TickStatus.FAILURE] for n, ts in all_ticks.items()
-    }
-    assert failed == {name: [] for name in SENSORS}
+    assert failed_ticks(all_ticks) == {name: [] for name in SENSORS}
     # Runs for the keyless providers only, and they all went through.
     runs = instance.get_runs()
     assert {run.job_name for run in runs} <= KEYLESS_JOBS
@@ -181,3 +203,68 @@ def test_keyless_providers_run_and_the_others_are_skipped_by_name(
     assert alerts_state is not None and json.loads(alerts_state.cursor)["seen"]
     # No alert names an asset of a provider without its key.
     assert not [a for a in receiver.messages() if "polygon" in a["asset"]]
+
+
+def behind_and_alerted(instance: dg.DagsterInstance) -> bool:
+    """Catch-up has given up on the failing symbol, every run is over, freshness has ticked
+    twice since, and check_alerts once after that."""
+    by_name = states(instance)
+    if any(name not in by_name for name in SENSORS):
+        return False
+    runs = instance.get_runs()
+    if not runs or any(not run.is_finished for run in runs):
+        return False
+    if len(ticks(instance, by_name["ohlcv_catchup"])) < 3:
+        return False
+    last_run_end = max(instance.get_run_record_by_id(run.run_id).end_time or 0.0 for run in runs)
+    fresh = sorted(
+        t.timestamp
+        for t in ticks(instance, by_name["ohlcv_freshness"])
+        if t.timestamp > last_run_end
+    )
+    if len(fresh) < 2:
+        return False
+    return any(t.timestamp > fresh[-1] for t in ticks(instance, by_name["check_alerts"]))
+
+
+def test_a_symbol_that_keeps_failing_is_behind_and_alerts_once_while_the_others_get_in(
+    home: Path, env: dict[str, str], receiver: WebhookReceiver, binance: FakeBinance
+) -> None:
+    """Binance stops knowing SOLUSDT: the catch-up's first runs (one per day, all symbols) fail,
+    its next runs hold one symbol each, so BTCUSDT and ETHUSDT get in; after its last attempt
+    the freshness sensor records SOLUSDT's missing days (ERROR: the day before is missing too),
+    once, and check_alerts sends one freshness alert per asset, naming only SOLUSDT."""
+    binance.symbols.discard("SOLUSDT")
+    env = {**env, "FKS_CATCHUP_MAX_ATTEMPTS": "2", "FKS_CATCHUP_LOOKBACK_DAYS": "3"}
+    instance = dg.DagsterInstance.from_config(str(home))
+
+    run_daemon(home, env, instance, behind_and_alerted)
+
+    by_name = states(instance)
+    all_ticks = {name: ticks(instance, by_name[name]) for name in SENSORS}
+    assert failed_ticks(all_ticks) == {name: [] for name in SENSORS}
+    # Only runs that held SOLUSDT failed, each naming the unknown symbol.
+    for run in instance.get_runs():
+        if run.status == dg.DagsterRunStatus.SUCCESS:
+            continue
+        held = run.tags.get("dagster/partition", "") + run.tags.get(
+            "dagster/asset_partition_range_end", ""
+        )
+        assert "SOLUSDT" in held or run.tags.get("fks/date"), run.tags
+        [failure] = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+        assert "unknown symbol" in str(failure.dagster_event.event_specific_data.error)
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    for interval in ("1h", "1d"):
+        key = dg.AssetKey(["ohlcv", "binance", interval])
+        for symbol in ("BTCUSDT", "ETHUSDT"):
+            stored = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, asset_partitions=[f"{yesterday}|{symbol}"]),
+                limit=1,
+            ).records
+            assert stored, f"{interval} {yesterday}|{symbol} was held back by SOLUSDT"
+    freshness = [m for m in receiver.messages() if m["check"] == "freshness"]
+    assert sorted(m["asset"] for m in freshness) == ["ohlcv/binance/1d", "ohlcv/binance/1h"]
+    for message in freshness:
+        assert message["severity"] == "ERROR"
+        assert message["partitions"] and all(p.endswith("|SOLUSDT") for p in message["partitions"])
+        assert "more than a day behind" in message["reason"]

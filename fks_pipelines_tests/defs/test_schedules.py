@@ -256,3 +256,23 @@ def test_a_catchup_tick_grows_with_days_not_symbols(
         ]
     else:
         assert [r.tags["fks/symbol"] for r in result.run_requests] == list(binance.instruments)
+
+
+def test_catchup_relaunches_by_symbol_so_one_failing_symbol_holds_back_no_other(
+    instance: dg.DagsterInstance,
+) -> None:
+    """Two missing days of three symbols are first asked for as one run per day; launched again
+    (still missing), each symbol gets its own run, so a symbol that fails every run does not keep
+    the others out."""
+    binance = target("binance", "1d")
+
+    first = catchup([binance], instance, "2024-07-09T03:00", lookback_days=2)
+    again = catchup([binance], instance, "2024-07-09T04:00", first.cursor, lookback_days=2)
+
+    assert ranges(first.run_requests) == [
+        ("2024-07-07|BTCUSDT", "2024-07-07|SOLUSDT"),
+        ("2024-07-08|BTCUSDT", "2024-07-08|SOLUSDT"),
+    ]
+    assert ranges(again.run_requests) == [
+        (f"2024-07-07|{s}", f"2024-07-08|{s}") for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+    ]
