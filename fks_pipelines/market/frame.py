@@ -3,6 +3,18 @@
 One row is one *closed* bar. ``ts`` is the bar's open time in UTC. A bar that has not closed yet
 is never put into a canonical frame: providers drop it when they parse (see
 :func:`drop_open_bars`).
+
+Volumes keep the unit the provider states, in the column named for it, and are never converted:
+``volume`` is in base units (coins, shares, contracts), ``quote_volume`` in the quote currency
+(e.g. USD turnover). Either is null where the provider does not state it.
+
+``bar_kind`` says how the bar was made:
+
+- ``traded``: the provider's own bar of the trades in the interval;
+- ``sampled``: formed by us from price samples (CoinGecko): the close is the last sample, high and
+  low the extremes of the samples, so the range is narrower than the traded one;
+- ``auction``: an exchange's official closing-auction print (EODHD's 16:00 New York bar): one
+  price, open = high = low = close, and no volume stated.
 """
 
 from __future__ import annotations
@@ -18,7 +30,11 @@ TS_DTYPE = pd.DatetimeTZDtype(unit="ns", tz="UTC")
 
 KEY_COLUMNS = ("provider", "symbol", "interval", "ts")
 PRICE_COLUMNS = ("open", "high", "low", "close")
-COLUMNS = (*KEY_COLUMNS, *PRICE_COLUMNS, "volume", "vwap", "trades")
+VOLUME_COLUMNS = ("volume", "quote_volume")
+BAR_KINDS = ("traded", "sampled", "auction")
+COLUMNS = (*KEY_COLUMNS, *PRICE_COLUMNS, *VOLUME_COLUMNS, "vwap", "trades", "bar_kind")
+OPTIONAL_COLUMNS = (*VOLUME_COLUMNS, "vwap", "trades", "bar_kind")
+"""Columns a frame may lack before :func:`conform`: null (``bar_kind``: ``traded``) when absent."""
 
 DTYPES: dict[str, object] = {
     "provider": "string",
@@ -30,8 +46,10 @@ DTYPES: dict[str, object] = {
     "low": "float64",
     "close": "float64",
     "volume": "float64",
+    "quote_volume": "float64",
     "vwap": "float64",
     "trades": "Int64",
+    "bar_kind": "string",
 }
 
 
@@ -50,14 +68,17 @@ def build_frame(
     high: object,
     low: object,
     close: object,
-    volume: object,
+    volume: object = None,
+    quote_volume: object = None,
     vwap: object = None,
     trades: object = None,
+    bar_kind: object = "traded",
 ) -> pd.DataFrame:
     """Assemble a canonical frame from whole columns (no per-row work).
 
-    Column arguments are array-likes of equal length; ``vwap`` and ``trades`` may be ``None``
-    when the provider does not report them. Rows are sorted by ``ts``.
+    Column arguments are array-likes of equal length; ``volume``, ``quote_volume``, ``vwap`` and
+    ``trades`` are ``None`` when the provider does not state them. ``bar_kind`` is one of
+    :data:`BAR_KINDS` for every bar, or an array-like of them. Rows are sorted by ``ts``.
     """
     ts_values = pd.DatetimeIndex(ts)
     if ts_values.tz is None:
@@ -73,20 +94,31 @@ def build_frame(
             "high": pd.to_numeric(high, errors="raise"),
             "low": pd.to_numeric(low, errors="raise"),
             "close": pd.to_numeric(close, errors="raise"),
-            "volume": pd.to_numeric(volume, errors="raise"),
-            "vwap": pd.to_numeric(vwap, errors="raise") if vwap is not None else float("nan"),
+            "volume": _floats(volume),
+            "quote_volume": _floats(quote_volume),
+            "vwap": _floats(vwap),
             "trades": pd.array(trades, dtype="Int64") if trades is not None else pd.NA,
+            "bar_kind": bar_kind if isinstance(bar_kind, str) else pd.array(bar_kind),
         }
     )
     return conform(frame.sort_values("ts", kind="stable").reset_index(drop=True))
 
 
+def _floats(values: object) -> object:
+    return pd.to_numeric(values, errors="raise") if values is not None else float("nan")
+
+
 def conform(frame: pd.DataFrame) -> pd.DataFrame:
-    """Return ``frame`` with exactly the canonical columns, order and dtypes."""
-    missing = [c for c in COLUMNS if c not in frame.columns and c not in ("vwap", "trades")]
+    """Return ``frame`` with exactly the canonical columns, order and dtypes.
+
+    Absent :data:`OPTIONAL_COLUMNS` become null, and an absent ``bar_kind`` ``traded``.
+    """
+    missing = [c for c in COLUMNS if c not in frame.columns and c not in OPTIONAL_COLUMNS]
     if missing:
         raise ValueError(f"frame lacks canonical columns {missing}")
     out = frame.reindex(columns=list(COLUMNS))
+    if "bar_kind" not in frame.columns:
+        out["bar_kind"] = "traded"
     out["ts"] = pd.to_datetime(out["ts"], utc=True).dt.as_unit("ns")
     return out.astype({k: v for k, v in DTYPES.items() if k != "ts"})
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from fks_pipelines.market.frame import KEY_COLUMNS, TS_DTYPE
+from fks_pipelines.market.frame import BAR_KINDS, KEY_COLUMNS, TS_DTYPE
 
 
 class OHLCVFrame(pa.DataFrameModel):
@@ -36,7 +36,16 @@ class OHLCVFrame(pa.DataFrameModel):
     low: Series[float] = pa.Field(gt=0, description="Lowest traded price of the bar.")
     close: Series[float] = pa.Field(gt=0, description="Last traded price of the closed bar.")
     volume: Series[float] = pa.Field(
-        ge=0, description="Traded volume in base units (contracts on Binance USD-M)."
+        ge=0,
+        nullable=True,
+        description="Traded volume in base units (coins, shares; contracts on Binance USD-M); "
+        "null where the provider states none.",
+    )
+    quote_volume: Series[float] = pa.Field(
+        ge=0,
+        nullable=True,
+        description="Traded value in the quote currency (e.g. USD turnover); null where the "
+        "provider states none.",
     )
     vwap: Series[float] = pa.Field(
         nullable=True,
@@ -44,6 +53,11 @@ class OHLCVFrame(pa.DataFrameModel):
     )
     trades: Series[pd.Int64Dtype] = pa.Field(
         nullable=True, ge=0, description="Number of trades in the bar; null where not provided."
+    )
+    bar_kind: Series[pd.StringDtype] = pa.Field(
+        isin=list(BAR_KINDS),
+        description="How the bar was made: traded (the provider's bar of its trades), sampled "
+        "(formed from price samples) or auction (an official closing-auction print).",
     )
 
     @pa.dataframe_check(description="high is at least the open, the close and the low")

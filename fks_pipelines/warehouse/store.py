@@ -41,7 +41,7 @@ import tenacity
 
 from fks_pipelines.market import consolidate
 from fks_pipelines.market.frame import COLUMNS, conform
-from fks_pipelines.warehouse import pgcopy, quality
+from fks_pipelines.warehouse import migrate, pgcopy, quality
 from fks_pipelines.warehouse.tables import metadata, ohlcv, ohlcv_consolidated
 
 _SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's storage format for DateTime on SQLite
@@ -135,11 +135,13 @@ class Warehouse:
         return warehouse
 
     def ensure_schema(self) -> None:
-        """Create missing tables; safe to run twice, and from concurrent processes."""
+        """Create missing tables and upgrade old ones (see :mod:`.migrate`); safe to run twice,
+        and from concurrent processes."""
         with self._writer.begin() as conn:
             if self.dialect == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('fks_schema'))"))
             metadata.create_all(conn, checkfirst=True)
+            migrate.upgrade(conn)
 
     def write_ohlcv(self, frame: pd.DataFrame, scope: Scope) -> int:
         """Replace the rows in ``scope`` with ``frame``; returns the number of rows written.
@@ -387,8 +389,10 @@ _DELETE_CHANGED = sa.text(
     f"DELETE FROM ohlcv o WHERE {_IN_SCOPE}"
     f" AND NOT EXISTS (SELECT 1 FROM ohlcv_stage s WHERE {_SAME_BAR}"
     " AND s.open = o.open AND s.high = o.high AND s.low = o.low AND s.close = o.close"
-    " AND s.volume = o.volume AND s.vwap IS NOT DISTINCT FROM o.vwap"
-    " AND s.trades IS NOT DISTINCT FROM o.trades)"
+    " AND s.volume IS NOT DISTINCT FROM o.volume"
+    " AND s.quote_volume IS NOT DISTINCT FROM o.quote_volume"
+    " AND s.vwap IS NOT DISTINCT FROM o.vwap AND s.trades IS NOT DISTINCT FROM o.trades"
+    " AND s.bar_kind = o.bar_kind)"
 )
 # Rows still stored after the delete are identical to their staged twin: insert the others. Two
 # staged copies of one bar both pass NOT EXISTS and the primary key refuses the second.
@@ -412,20 +416,7 @@ def _write_sqlite(conn: sa.Connection, frame: pd.DataFrame, scope: Scope) -> Non
     conn.execute(sa.delete(ohlcv).where(*_scope_filter(scope, "sqlite")))
     if frame.empty:
         return
-    columns = [
-        frame["provider"].astype(object).tolist(),
-        frame["symbol"].astype(object).tolist(),
-        frame["interval"].astype(object).tolist(),
-        frame["ts"].dt.strftime(_SQLITE_TS_FORMAT).tolist(),
-        *(frame[name].tolist() for name in ("open", "high", "low", "close", "volume")),
-        frame["vwap"].astype(object).where(frame["vwap"].notna(), None).tolist(),
-        frame["trades"].astype(object).where(frame["trades"].notna(), None).tolist(),
-    ]
-    conn.exec_driver_sql(
-        'INSERT INTO ohlcv (provider, symbol, "interval", ts, open, high, low, close, volume,'
-        " vwap, trades) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        list(zip(*columns, strict=True)),
-    )
+    conn.exec_driver_sql(_SQLITE_INSERT_OHLCV, _sqlite_rows(frame, COLUMNS))
 
 
 def _consolidated_filter(
@@ -444,17 +435,32 @@ def _consolidated_filter(
     ]
 
 
+def _sqlite_rows(frame: pd.DataFrame, names: Sequence[str]) -> list[tuple[object, ...]]:
+    """Rows of ``frame``'s ``names`` as SQLite parameters (NULL for missing values), converted
+    column by column (no per-row pandas)."""
+    columns = _python_columns(frame, names)
+    columns["ts"] = frame["ts"].dt.strftime(_SQLITE_TS_FORMAT).tolist()
+    return list(zip(*columns.values(), strict=True))
+
+
+def _python_columns(frame: pd.DataFrame, names: Sequence[str]) -> dict[str, list[object]]:
+    """Columns as Python lists, missing values as ``None``."""
+    return {name: _python_values(frame[name]) for name in names}
+
+
+def _python_values(column: pd.Series) -> list[object]:
+    if column.hasnans:
+        return column.astype(object).where(column.notna(), None).tolist()
+    return column.tolist()
+
+
 def _insert_consolidated(conn: sa.Connection, frame: pd.DataFrame, dialect: str) -> None:
-    """Insert a conformed consolidated frame, converted column by column (no per-row pandas)."""
-    columns = {
-        name: frame[name].astype(object).where(frame[name].notna(), None).tolist()
-        for name in consolidate.COLUMNS
-    }
-    # Replacing ts keeps its place in the dict, so the values stay in COLUMNS order.
+    """Insert a conformed consolidated frame."""
     if dialect == "sqlite":
-        columns["ts"] = frame["ts"].dt.strftime(_SQLITE_TS_FORMAT).tolist()
-        conn.exec_driver_sql(_SQLITE_INSERT_CONSOLIDATED, list(zip(*columns.values(), strict=True)))
+        conn.exec_driver_sql(_SQLITE_INSERT_CONSOLIDATED, _sqlite_rows(frame, consolidate.COLUMNS))
         return
+    columns = _python_columns(frame, consolidate.COLUMNS)
+    # Replacing ts keeps its place in the dict, so the values stay in COLUMNS order.
     columns["ts"] = list(frame["ts"].array.to_pydatetime())
     # One executemany: SQLAlchemy hands the list to psycopg, which pipelines the inserts.
     rows = [
@@ -463,7 +469,11 @@ def _insert_consolidated(conn: sa.Connection, frame: pd.DataFrame, dialect: str)
     conn.execute(sa.insert(ohlcv_consolidated), rows)
 
 
-_SQLITE_INSERT_CONSOLIDATED = "INSERT INTO ohlcv_consolidated ({}) VALUES ({})".format(
-    ", ".join(f'"{name}"' for name in consolidate.COLUMNS),
-    ", ".join("?" for _ in consolidate.COLUMNS),
-)
+def _sqlite_insert(table: str, names: Sequence[str]) -> str:
+    return "INSERT INTO {} ({}) VALUES ({})".format(
+        table, ", ".join(f'"{name}"' for name in names), ", ".join("?" for _ in names)
+    )
+
+
+_SQLITE_INSERT_OHLCV = _sqlite_insert("ohlcv", COLUMNS)
+_SQLITE_INSERT_CONSOLIDATED = _sqlite_insert("ohlcv_consolidated", consolidate.COLUMNS)

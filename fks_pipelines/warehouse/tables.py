@@ -5,7 +5,52 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from fks_pipelines.market.frame import BAR_KINDS
+
 metadata = sa.MetaData()
+
+_KNOWN_KINDS = "bar_kind IN ({})".format(", ".join(f"'{kind}'" for kind in BAR_KINDS))
+
+
+def _bar_columns() -> list[sa.Column]:
+    """The bar's values, shared by ``ohlcv`` and ``ohlcv_consolidated`` (see market/frame.py)."""
+    return [
+        sa.Column("open", sa.Double, nullable=False),
+        sa.Column("high", sa.Double, nullable=False),
+        sa.Column("low", sa.Double, nullable=False),
+        sa.Column("close", sa.Double, nullable=False),
+        sa.Column(
+            "volume",
+            sa.Double,
+            nullable=True,
+            comment="Traded volume in base units; null where the provider states none.",
+        ),
+        sa.Column(
+            "quote_volume",
+            sa.Double,
+            nullable=True,
+            comment="Traded value in the quote currency; null where the provider states none.",
+        ),
+        sa.Column("vwap", sa.Double, nullable=True),
+        sa.Column("trades", sa.BigInteger, nullable=True),
+        sa.Column(
+            "bar_kind",
+            sa.String(8),
+            nullable=False,
+            server_default="traded",
+            comment="traded, sampled (formed from price samples) or auction (closing print).",
+        ),
+    ]
+
+
+def _bar_constraints(table: str) -> list[sa.CheckConstraint]:
+    return [
+        sa.CheckConstraint("volume >= 0", name=f"{table}_volume_non_negative"),
+        sa.CheckConstraint("quote_volume >= 0", name=f"{table}_quote_volume_non_negative"),
+        sa.CheckConstraint("high >= low", name=f"{table}_high_not_below_low"),
+        sa.CheckConstraint(_KNOWN_KINDS, name=f"{table}_bar_kind_known"),
+    ]
+
 
 ohlcv = sa.Table(
     "ohlcv",
@@ -14,13 +59,7 @@ ohlcv = sa.Table(
     sa.Column("symbol", sa.String(64), primary_key=True, comment="The provider's own ticker."),
     sa.Column("interval", sa.String(8), primary_key=True, comment="Bar length, e.g. 1h."),
     sa.Column("ts", sa.DateTime(timezone=True), primary_key=True, comment="Bar open time, UTC."),
-    sa.Column("open", sa.Double, nullable=False),
-    sa.Column("high", sa.Double, nullable=False),
-    sa.Column("low", sa.Double, nullable=False),
-    sa.Column("close", sa.Double, nullable=False),
-    sa.Column("volume", sa.Double, nullable=False),
-    sa.Column("vwap", sa.Double, nullable=True),
-    sa.Column("trades", sa.BigInteger, nullable=True),
+    *_bar_columns(),
     sa.Column(
         "ingested_at",
         sa.DateTime(timezone=True),
@@ -28,8 +67,7 @@ ohlcv = sa.Table(
         server_default=sa.func.current_timestamp(),
         comment="When this row was written; used for freshness.",
     ),
-    sa.CheckConstraint("volume >= 0", name="ohlcv_volume_non_negative"),
-    sa.CheckConstraint("high >= low", name="ohlcv_high_not_below_low"),
+    *_bar_constraints("ohlcv"),
     comment="Closed OHLCV bars, one row per provider, symbol, interval and open time.",
 )
 
@@ -39,13 +77,7 @@ ohlcv_consolidated = sa.Table(
     sa.Column("instrument", sa.String(32), primary_key=True, comment="Canonical instrument."),
     sa.Column("interval", sa.String(8), primary_key=True, comment="Bar length, e.g. 1h."),
     sa.Column("ts", sa.DateTime(timezone=True), primary_key=True, comment="Bar open time, UTC."),
-    sa.Column("open", sa.Double, nullable=False),
-    sa.Column("high", sa.Double, nullable=False),
-    sa.Column("low", sa.Double, nullable=False),
-    sa.Column("close", sa.Double, nullable=False),
-    sa.Column("volume", sa.Double, nullable=False),
-    sa.Column("vwap", sa.Double, nullable=True),
-    sa.Column("trades", sa.BigInteger, nullable=True),
+    *_bar_columns(),
     sa.Column("source", sa.String(32), nullable=False, comment="Provider the bar was taken from."),
     sa.Column("source_symbol", sa.String(64), nullable=False, comment="That provider's ticker."),
     sa.Column("providers", sa.Integer, nullable=False, comment="How many providers had this bar."),
@@ -54,7 +86,8 @@ ohlcv_consolidated = sa.Table(
         sa.Double,
         nullable=True,
         comment="Largest deviation of another provider's close from this close, in basis "
-        "points; null where only one provider had the bar.",
+        "points, compared like with like (a sampled bar only with sampled bars); null where no "
+        "such bar was there to compare.",
     ),
     sa.Column(
         "ingested_at",
@@ -63,15 +96,14 @@ ohlcv_consolidated = sa.Table(
         server_default=sa.func.current_timestamp(),
         comment="When this row was written; used for freshness.",
     ),
-    sa.CheckConstraint("volume >= 0", name="ohlcv_consolidated_volume_non_negative"),
-    sa.CheckConstraint("high >= low", name="ohlcv_consolidated_high_not_below_low"),
+    *_bar_constraints("ohlcv_consolidated"),
     sa.CheckConstraint("providers >= 1", name="ohlcv_consolidated_providers_positive"),
     sa.CheckConstraint(
         "agreement_bps IS NULL OR agreement_bps >= 0",
         name="ohlcv_consolidated_agreement_non_negative",
     ),
     comment="The consolidated series: one bar per instrument, interval and open time, taken from "
-    "the most preferred provider that had it.",
+    "the most preferred provider that had a traded bar (or auction print), else a sampled one.",
 )
 
 WEBHOOK_STATUSES = ("pending", "requested", "unmapped", "ignored")

@@ -225,9 +225,50 @@ def test_conform_gives_canonical_columns_order_and_dtypes() -> None:
 
 
 def test_conform_requires_key_and_price_columns() -> None:
-    frame = good_frame().drop(columns=["volume"])
-    with pytest.raises(ValueError, match="volume"):
+    frame = good_frame().drop(columns=["close"])
+    with pytest.raises(ValueError, match="close"):
         conform(frame)
+
+
+def test_conform_fills_what_a_provider_does_not_state() -> None:
+    frame = conform(good_frame().drop(columns=["volume", "quote_volume", "bar_kind"]))
+    assert frame["volume"].isna().all()
+    assert frame["quote_volume"].isna().all()
+    assert frame["bar_kind"].tolist() == ["traded"] * len(frame)
+    assert failed_checks(frame) == set()
+
+
+def test_build_frame_keeps_each_volume_in_its_own_column() -> None:
+    frame = build_frame(
+        provider="coinmarketcap",
+        symbol="BTC",
+        interval="1d",
+        ts=pd.DatetimeIndex(["2019-01-02"], tz="UTC"),
+        open=[3849.2],
+        high=[3947.98],
+        low=[3817.41],
+        close=[3943.41],
+        quote_volume=[5244856835.7],
+    )
+    assert frame["volume"].isna().all()
+    assert frame["quote_volume"].tolist() == [5244856835.7]
+    assert frame["bar_kind"].tolist() == ["traded"]
+    assert failed_checks(frame) == set()
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "check"),
+    [
+        ("quote_volume", -1.0, "greater_than_or_equal_to(0)"),
+        ("bar_kind", "guessed", "isin"),
+    ],
+)
+def test_the_model_refuses_a_negative_quote_volume_or_an_unknown_kind(
+    column: str, value: object, check: str
+) -> None:
+    frame = good_frame()
+    frame.loc[0, column] = value
+    assert any(check in name for name in failed_checks(frame))
 
 
 def test_conform_is_identity_on_a_canonical_frame() -> None:
