@@ -275,3 +275,36 @@ def expected_bar_opens(
     nanos = nanos[keep]
     bars = pd.DatetimeIndex(nanos.view("datetime64[ns]")).tz_localize("UTC")
     return bars[(bars >= start) & (bars < end)]
+
+
+def session_closes(code: str, days: pd.DatetimeIndex | list[date]) -> pd.DatetimeIndex:
+    """The regular close of each of ``days`` on exchange calendar ``code``, for stamping a
+    price with the moment it was true (a closing price, a closing-auction print).
+
+    Half days close early (XNYS: 13:00 New York). A day that is not a session (weekend, holiday)
+    gets ``NaT``.
+
+    Args:
+        code: An exchange_calendars code, e.g. ``XNYS``.
+        days: Session dates: tz-naive timestamps (any time of day is ignored) or dates.
+
+    Returns:
+        UTC closes, nanosecond resolution, one per day, in the order given.
+
+    Raises:
+        ValueError: The calendar code is unknown, ``days`` are timezone-aware, or a day falls
+            outside the calendar's range.
+    """
+    index = pd.DatetimeIndex(days)
+    if index.tz is not None:
+        raise ValueError("session_closes takes session dates, not timezone-aware instants")
+    if index.hasnans:
+        raise ValueError("session_closes takes session dates, got NaT")
+    calendar = _calendar(code)
+    if len(index) == 0:
+        return pd.DatetimeIndex([], dtype="datetime64[ns, UTC]")
+    index = index.as_unit("ns").normalize()
+    calendar.require_covers(index.min().date(), index.max().date())
+    found = calendar.session_days.get_indexer(index)
+    closes = calendar.closes[np.maximum(found, 0)]
+    return pd.DatetimeIndex(closes.where(found >= 0), freq=None).rename(None)

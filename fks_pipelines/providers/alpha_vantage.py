@@ -19,11 +19,20 @@ string and every key carries an ordinal prefix (``"1. open"``, ``"05. price"``).
 Bars are Alpha Vantage's own bars, never re-formed: intraday keys are bar **starts** in the zone
 named by the ``Meta Data`` entry ending in ``Time Zone`` (its number differs between functions),
 localised with DST rules and converted to UTC; daily keys are trading dates and become 00:00 UTC
-of that date. ``vwap`` and ``trades`` are not reported. Both daily and intraday bars are as traded
-(``TIME_SERIES_DAILY`` is unadjusted, so intraday asks for ``adjusted=false`` to match it).
-Months are chosen on the UTC window: with ``extended_hours=false`` every bar lies between 13:30
-and 21:00 UTC, on the same calendar date in New York and in UTC. ``GLOBAL_QUOTE`` gives the
-trading date of its price but no time: the quote's ``ts`` is that date at 00:00 UTC.
+of that date (the daily-bar label, not a time of trading). ``volume`` is ``5. volume`` in shares
+(base units), as given; no quote-currency volume is stated, so ``quote_volume`` is null, and
+``vwap`` and ``trades`` are not reported. Both daily and intraday bars are as traded
+(``bar_kind`` ``traded``; ``TIME_SERIES_DAILY`` is unadjusted, so intraday asks for
+``adjusted=false`` to match it). Months are chosen on the UTC window: with
+``extended_hours=false`` every bar lies between 13:30 and 21:00 UTC, on the same calendar date in
+New York and in UTC.
+
+``GLOBAL_QUOTE`` gives the trading date of its price (``07. latest trading day``) but no time. The
+quote is stamped when that price was true: the regular close of that trading day on the XNYS
+calendar (16:00 New York, 13:00 on half days), but never later than the answer arrived (the
+client's clock), because during the session the price is the latest one, not the close. Stamping
+00:00 UTC of the trading day instead would make a live price look up to 21 hours old, and a
+closing price 17 to 21 hours older than it is.
 
 Pitfalls handled:
 
@@ -31,6 +40,9 @@ Pitfalls handled:
    ``Global Quote``) is present; ``Error Message``, ``Note`` and ``Information`` are read by
    :func:`classify` through ``check_body``, so they are retried, paused and counted like the same
    error with its own status code (see :func:`classify` for which text becomes which error).
+   Their text can quote the key (the daily cap: ``We have detected your API key as ...``), on
+   HTTP 200 and on the rare non-200 answer alike: the registry of :mod:`.secrets` scrubs it from
+   every error, and from httpx's logged URLs.
 2. String values with ordinal-prefixed keys: prefixes are stripped, the whole table is converted
    at once (``pd.DataFrame.from_dict``); a non-numeric value is a :class:`BadPayload`.
 3. Naive local timestamps: localised with the zone in ``Meta Data`` (DST), then UTC.
@@ -49,6 +61,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import re
 import time
@@ -57,6 +70,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from fks_pipelines.market.calendars import session_closes
 from fks_pipelines.market.frame import build_frame, empty_frame
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.quote import Quote
@@ -76,9 +90,12 @@ from fks_pipelines.providers.errors import (
 from fks_pipelines.providers.http import ProviderHttp, parse_retry_after
 from fks_pipelines.providers.ratelimit import ProviderLimits, Quota, Window
 from fks_pipelines.providers.runtime import ProviderRuntime, RuntimeConfig, get_runtime
+from fks_pipelines.providers.secrets import clip
 
 if TYPE_CHECKING:  # annotations only: the client's ProviderHttp imports httpx when it is built
     import httpx
+
+log = logging.getLogger(__name__)
 
 PROVIDER = "alpha_vantage"
 DEFAULT_BASE_URL = "https://www.alphavantage.co"
@@ -99,6 +116,10 @@ _ORDINAL = re.compile(r"^\d+[a-z]?\.\s*")
 _DATE_FORMAT = "%Y-%m-%d"
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 _MAX_REASON = 200
+CALENDAR = "XNYS"
+"""Whose regular close stamps a ``GLOBAL_QUOTE`` (the client serves US equities)."""
+ZONE = "America/New_York"
+DEFAULT_CLOSE = pd.Timedelta(hours=16)
 
 
 def intraday_series_key(av_interval: str) -> str:
@@ -106,7 +127,7 @@ def intraday_series_key(av_interval: str) -> str:
     return f"Time Series ({av_interval})"
 
 
-def classify(body: Any, *, secret: str | None = None, status: int = 200) -> ProviderError | None:
+def classify(body: Any, *, status: int = 200) -> ProviderError | None:
     """The error an Alpha Vantage body reports, if any; ``None`` for anything else.
 
     Alpha Vantage answers every problem with HTTP 200 and one key (the vendor code here):
@@ -122,9 +143,11 @@ def classify(body: Any, *, secret: str | None = None, status: int = 200) -> Prov
       parameters it builds itself, and Alpha Vantage gives the same text for a ticker it does not
       know; anything else -> :class:`RequestRejected`.
 
+    Messages are quoted as they come: the key they may echo is scrubbed by every error (see
+    :mod:`.secrets`).
+
     Args:
         body: A decoded JSON body.
-        secret: The API key, redacted from the reason should a message ever echo it.
         status: The HTTP status the body came with.
     """
     if not isinstance(body, dict):
@@ -133,9 +156,7 @@ def classify(body: Any, *, secret: str | None = None, status: int = 200) -> Prov
     if code is None:
         return None
     message = str(body[code])
-    if secret:
-        message = message.replace(secret, "***")
-    reason = message[:_MAX_REASON]
+    reason = clip(message, _MAX_REASON)
     text = message.lower()
     kw: dict[str, Any] = {"status": status, "vendor_code": code}
     if code == "Note":
@@ -184,7 +205,7 @@ def _series(body: Any, key: str, endpoint: str) -> dict:
         raise BadPayload(PROVIDER, f"{endpoint}: expected an object, got {type(body).__name__}")
     series = body.get(key)
     if not isinstance(series, dict):
-        keys = ", ".join(repr(str(k)[:40]) for k in list(body)[:5])
+        keys = ", ".join(repr(clip(k, 40)) for k in list(body)[:5])
         raise BadPayload(PROVIDER, f"{endpoint}: no {key!r} object in the answer (keys: {keys})")
     return series
 
@@ -199,7 +220,7 @@ def _values(series: dict, endpoint: str) -> pd.DataFrame:
             raise ValueError(f"rows lack {missing}")
         values = rows.loc[:, list(FIELDS)].apply(pd.to_numeric, errors="raise").astype("float64")
     except (ValueError, TypeError, AttributeError) as exc:
-        raise BadPayload(PROVIDER, f"{endpoint}: malformed rows ({exc})"[:300]) from None
+        raise BadPayload(PROVIDER, clip(f"{endpoint}: malformed rows ({exc})", 300)) from None
     if values.isna().to_numpy().any():
         raise BadPayload(PROVIDER, f"{endpoint}: rows with missing values")
     return values
@@ -239,7 +260,7 @@ def parse_daily(body: Any, symbol: str) -> pd.DataFrame:
     try:
         dates = pd.to_datetime(values.index, format=_DATE_FORMAT)
     except (ValueError, TypeError) as exc:
-        raise BadPayload(PROVIDER, f"daily: malformed dates ({exc})"[:300]) from None
+        raise BadPayload(PROVIDER, clip(f"daily: malformed dates ({exc})", 300)) from None
     return _frame(values, pd.DatetimeIndex(dates).tz_localize("UTC"), symbol, "1d")
 
 
@@ -265,13 +286,20 @@ def parse_intraday(body: Any, symbol: str, interval: Interval) -> pd.DataFrame:
         local = pd.DatetimeIndex(pd.to_datetime(values.index, format=_TIME_FORMAT))
         ts = local.tz_localize(zone, ambiguous="raise", nonexistent="raise").tz_convert("UTC")
     except (ValueError, TypeError, KeyError) as exc:
-        raise BadPayload(PROVIDER, f"intraday: bad times or zone {zone!r} ({exc})"[:300]) from None
+        raise BadPayload(
+            PROVIDER, clip(f"intraday: bad times or zone {zone!r} ({exc})", 300)
+        ) from None
     return _frame(values, ts, symbol, interval.name)
 
 
-def parse_global_quote(body: Any, symbol: str) -> Quote:
-    """Parse ``GLOBAL_QUOTE``. The answer gives only the trading date of the price, no time, so
-    ``ts`` is that date at 00:00 UTC (the daily-bar convention): a stale price shows its age.
+def parse_global_quote(body: Any, symbol: str, *, received_at: pd.Timestamp) -> Quote:
+    """Parse ``GLOBAL_QUOTE``, stamped when its price was true (see the module docstring).
+
+    Args:
+        body: The decoded answer.
+        symbol: The ticker asked for.
+        received_at: When the answer arrived (the client's clock): the latest the price can be
+            from, and the stamp while the trading day's session has not closed.
 
     Raises:
         UnknownSymbol: ``Global Quote`` is empty, Alpha Vantage's answer for an unknown ticker.
@@ -280,19 +308,34 @@ def parse_global_quote(body: Any, symbol: str) -> Quote:
     quote = _series(body, QUOTE_KEY, "global_quote")
     if not quote:
         raise UnknownSymbol(
-            PROVIDER, f"unknown symbol {symbol[:20]!r} (empty 'Global Quote')", status=200
+            PROVIDER, f"unknown symbol {clip(symbol, 20)!r} (empty 'Global Quote')", status=200
         )
     fields = {_ORDINAL.sub("", str(k)).strip().lower(): v for k, v in quote.items()}
     try:
         if str(fields["symbol"]).upper() != symbol.upper():
-            raise ValueError(f"answer is for {str(fields['symbol'])[:20]!r}")
+            raise ValueError(f"answer is for {clip(fields['symbol'], 20)!r}")
         price = float(fields["price"])
-        ts = pd.Timestamp(pd.to_datetime(fields["latest trading day"], format=_DATE_FORMAT))
+        day = pd.Timestamp(pd.to_datetime(fields["latest trading day"], format=_DATE_FORMAT))
     except (KeyError, TypeError, ValueError) as exc:
-        raise BadPayload(PROVIDER, f"global_quote: malformed answer ({exc})"[:300]) from None
+        raise BadPayload(PROVIDER, clip(f"global_quote: malformed answer ({exc})", 300)) from None
     if not math.isfinite(price) or price <= 0:
         raise BadPayload(PROVIDER, f"global_quote: implausible price {price}")
-    return Quote(provider=PROVIDER, symbol=symbol, price=price, ts=ts.tz_localize("UTC"))
+    return Quote(provider=PROVIDER, symbol=symbol, price=price, ts=min(_close(day), received_at))
+
+
+def _close(day: pd.Timestamp) -> pd.Timestamp:
+    """The regular close of trading day ``day`` on the XNYS calendar; 16:00 New York (logged)
+    when the calendar has no session that day or does not cover it."""
+    try:
+        close = session_closes(CALENDAR, pd.DatetimeIndex([day]))[0]
+    except ValueError as exc:
+        close, why = pd.NaT, str(exc)
+    else:
+        why = f"{day:%Y-%m-%d} is not an {CALENDAR} session"
+    if pd.isna(close):
+        log.warning("%s: %s; global quote stamped at 16:00 New York", PROVIDER, why)
+        return (day + DEFAULT_CLOSE).tz_localize(ZONE).tz_convert("UTC")
+    return close
 
 
 def parse_csv(text: str, symbol: str, interval: Interval, zone: str = "US/Eastern") -> pd.DataFrame:
@@ -326,7 +369,7 @@ def parse_csv(text: str, symbol: str, interval: Interval, zone: str = "US/Easter
             local = pd.DatetimeIndex(pd.to_datetime(values.index, format=_TIME_FORMAT))
             ts = local.tz_localize(zone, ambiguous="raise", nonexistent="raise").tz_convert("UTC")
     except (ValueError, TypeError, KeyError, pd.errors.ParserError) as exc:
-        raise BadPayload(PROVIDER, f"csv: malformed body ({exc})"[:300]) from None
+        raise BadPayload(PROVIDER, clip(f"csv: malformed body ({exc})", 300)) from None
     return _frame(values.astype("float64"), ts, symbol, interval.name)
 
 
@@ -382,7 +425,7 @@ class AlphaVantageClient(ProviderClient):
                 map_error,
                 runtime or get_runtime(PROVIDER, self.LIMITS, RuntimeConfig()),
                 auth_params={"apikey": api_key},
-                check_body=lambda body: classify(body, secret=api_key),
+                check_body=classify,
                 transport=transport,
                 sleep=sleep,
             ),
@@ -453,4 +496,4 @@ class AlphaVantageClient(ProviderClient):
         body = self.http.get_json(
             "global_quote", QUERY_PATH, {"function": "GLOBAL_QUOTE", "symbol": symbol}
         )
-        return parse_global_quote(body, symbol)
+        return parse_global_quote(body, symbol, received_at=self.clock())

@@ -3,6 +3,10 @@
 Wire format: ``GET /fapi/v1/klines`` returns rows of 12 fields, oldest first, prices and volumes as
 strings, open time in ms UTC. Pages hold at most 1500 bars; the last bar of a window reaching
 "now" is still open and is dropped. Errors come as ``{"code": <negative int>, "msg": ...}``.
+
+Bars are Binance's own (``bar_kind`` ``traded``). Volumes are named for what they are and never
+converted: ``volume`` is field 5, the base-asset volume (contracts for USD-M), ``quote_volume``
+field 7, the quote-asset volume (USDT); ``vwap`` is their ratio and ``trades`` field 8.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from fks_pipelines.providers.http import (
 )
 from fks_pipelines.providers.ratelimit import ProviderLimits, Window
 from fks_pipelines.providers.runtime import ProviderRuntime, RuntimeConfig, get_runtime
+from fks_pipelines.providers.secrets import clip
 
 if TYPE_CHECKING:  # annotations only: the client's ProviderHttp imports httpx when it is built
     import httpx
@@ -69,7 +74,7 @@ def map_error(response: httpx.Response, body: Any) -> ProviderError:
     status = response.status_code
     code = body.get("code") if isinstance(body, dict) else None
     msg = body.get("msg") if isinstance(body, dict) else None
-    reason = str(msg)[:200] if msg else f"HTTP {status} without an error body"
+    reason = clip(msg, 200) if msg else f"HTTP {status} without an error body"
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
     if status == 418:
         if retry_after is None and msg and (until := _BANNED_UNTIL.search(str(msg))):
@@ -103,7 +108,8 @@ def parse_klines(
 ) -> pd.DataFrame:
     """Parse a klines page into a canonical frame, column by column.
 
-    ``vwap`` is the quote-asset volume divided by the volume (null when the volume is zero).
+    ``volume`` is the base volume (field 5), ``quote_volume`` the quote-asset volume (field 7),
+    and ``vwap`` their ratio (null when the volume is zero).
     With ``now`` given, bars that have not closed by then are dropped.
 
     Raises:
@@ -136,6 +142,7 @@ def parse_klines(
         low=values["low"],
         close=values["close"],
         volume=volume,
+        quote_volume=values["quote_volume"],
         vwap=(values["quote_volume"] / volume).where(volume > 0),
         trades=trades,
     )

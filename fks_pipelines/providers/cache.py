@@ -7,7 +7,9 @@ quotes (:mod:`.codec`).
 Concurrent identical misses make one upstream call: the first caller takes a lock named after
 the key (a Redis lock across processes, a diskcache lock across local processes), the others wait
 for it and then read what it stored. A cache that is down or an entry that does not decode is
-logged once and bypassed: the data is fetched upstream and the run goes on.
+logged once and bypassed: the data is fetched upstream and the run goes on. An entry written in an
+earlier format of the codec (:class:`~.codec.OutdatedEntry`, e.g. after a deploy that added
+columns) is an ordinary miss: dropped, refetched and replaced, logged at DEBUG only.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.quote import Quote
 from fks_pipelines.providers.codec import (
     CorruptEntry,
+    OutdatedEntry,
     decode_frame,
     decode_quote,
     encode_frame,
@@ -254,6 +257,10 @@ class ResultCache:
             return None
         try:
             return codec.decode(data)
+        except OutdatedEntry as exc:
+            log.debug("cache entry %s is outdated, treated as a miss: %s", name, exc)
+            self.backend.delete(name)
+            return None
         except CorruptEntry as exc:
             self._warn("corrupt", "dropping a corrupt cache entry %s: %s", name, exc)
             self.backend.delete(name)

@@ -8,17 +8,20 @@ Endpoints per interval:
 
 Wire format: market_chart/range answers ``{"prices": [[ms, v], ...], "market_caps": [...],
 "total_volumes": [...]}``, sample times in ms, not aligned to any grid; simple/price answers
-``{id: {"usd": v, "last_updated_at": s}}``. Errors come as ``{"status": {"error_code",
-"error_message"}}``, ``{"error": "..."}`` or ``{"error": {"status": {...}}}``; the CDN sends HTML.
+``{id: {"usd": v, "last_updated_at": s}}`` (``last_updated_at`` can be missing). Errors come as
+``{"status": {"error_code", "error_message"}}``, ``{"error": "..."}`` or ``{"error": {"status":
+{...}}}``; the CDN sends HTML.
 
 How bars are formed (CoinGecko serves no daily OHLCV on the free plans, so we say what we build):
     A range of 1-90 days that does not end now is sampled about hourly (a 1-day range ending now
     every 5 minutes; either works below). The samples inside the UTC day ``[D, D+1d)`` give the
-    bar ``ts = D``: ``open``/``close`` are the first/last sampled price, ``high``/``low`` the
-    largest and smallest *sampled* price (so the range is narrower than the traded one), and
-    ``volume`` is the rolling 24 h ``total_volumes`` at the day's last volume sample (about
-    23:00, so it covers roughly the 24 h before that, not exactly the UTC day), converted from USD
-    to coins by dividing by the mean sampled price of the day. ``vwap`` and ``trades`` are null.
+    bar ``ts = D`` with ``bar_kind`` ``sampled``: ``open``/``close`` are the first/last sampled
+    price, ``high``/``low`` the largest and smallest *sampled* price (so the range is narrower
+    than the traded one), and ``quote_volume`` is the rolling 24 h ``total_volumes`` (USD) at the
+    day's last volume sample, as CoinGecko states it (about 23:00, so it covers roughly the 24 h
+    before that, not exactly the UTC day). It is never converted: ``volume`` (coins) is null,
+    because USD divided by a mean sampled price would be our figure, not CoinGecko's. ``vwap``
+    and ``trades`` are null.
     A day is formed only when its samples cover it: the first sample within 65 minutes of its
     start, the last within 65 minutes of its end, and no hole longer than 3 hours; other days are
     left out and logged (a gap, never a guessed bar). Days not ended by the clock are not asked.
@@ -38,7 +41,13 @@ Pitfalls handled (providers.md §3.6):
       ``api.coingecko.com``, ``x-cg-pro-api-key`` on ``pro-api.coingecko.com``). Without a key the
       keyless public API is used, at its much lower rate.
     - Unknown ids: 404 ``Could not find coin with the given id`` / ``coin not found`` on the chart,
-      simply missing from a 200 simple/price answer; both are :class:`UnknownSymbol`.
+      simply missing from a 200 simple/price answer; both are :class:`UnknownSymbol`. A 404 for a
+      wrong *path* (``Incorrect path. Please check https://www.coingecko.com/api/``, recorded) is
+      our request's fault, not the coin's: :class:`RequestRejected`. Only the two coin texts
+      make an :class:`UnknownSymbol`, whatever the status they come with.
+    - ``simple/price`` without ``last_updated_at``: the price is as of the answer, so it is stamped
+      with the answer's ``Date`` header (not later than the client's clock), or the client's clock
+      when the header is missing or malformed; it is not refused.
     - An error body inside an HTTP 200 is mapped like the error it carries. A coin whose id is
       ``status`` (Status Network) is a valid simple/price key, so only ``status`` objects holding an
       ``error_code`` count as errors.
@@ -76,6 +85,7 @@ from fks_pipelines.providers.errors import (
 from fks_pipelines.providers.http import ProviderHttp, parse_retry_after
 from fks_pipelines.providers.ratelimit import ProviderLimits, Quota, Window
 from fks_pipelines.providers.runtime import ProviderRuntime, RuntimeConfig, get_runtime
+from fks_pipelines.providers.secrets import clip
 
 if TYPE_CHECKING:  # annotations only: the client's ProviderHttp imports httpx when it is built
     import httpx
@@ -97,7 +107,7 @@ MAX_EDGE_GAP = pd.Timedelta(minutes=65)
 MAX_HOLE = pd.Timedelta(hours=3)
 DAY = pd.Timedelta(days=1)
 _CDN_CODE = re.compile(r"error\s*(?:code)?\s*:?\s*(1\d{3})\b", re.IGNORECASE)
-_COIN_WORD = re.compile(r"\bcoin\b", re.IGNORECASE)  # "coin not found", not "coingecko.com"
+_UNKNOWN_COIN = re.compile(r"\bcoin not found\b|\bcould not find coin\b", re.IGNORECASE)
 _KEY_CODES = {10002, 10010, 10011}
 _PLAN_CODES = {10005, 10012}
 
@@ -123,7 +133,7 @@ def _classify(
 ) -> ProviderError:
     """The typed error for an answer's HTTP status and vendor code (code first where it says
     more than the status does)."""
-    reason = message[:200] if message else f"HTTP {status} without an error message"
+    reason = clip(message, 200) if message else f"HTTP {status} without an error message"
     kw: dict[str, Any] = {"status": status, "vendor_code": code}
     if status == 429 or code == 429:
         return RateLimited(PROVIDER, f"rate limited: {reason}", retry_after=retry_after, **kw)
@@ -133,7 +143,7 @@ def _classify(
         )
     if code in _PLAN_CODES:
         return Unauthorized(PROVIDER, f"not available on this plan: {reason}", **kw)
-    if status == 404 and message and _COIN_WORD.search(message):
+    if message and _UNKNOWN_COIN.search(message):
         return UnknownSymbol(PROVIDER, f"unknown coin id: {reason}", **kw)
     if status == 408 or status >= 500:
         return Unavailable(PROVIDER, f"server error: {reason}", **kw)
@@ -226,7 +236,7 @@ def daily_bars(
     gaps = times.diff().where(times.index.to_series().diff() == pd.Timedelta(0))
     frame = pd.DataFrame({"price": prices.to_numpy(), "t": times, "gap": gaps}, index=day)
     grouped = frame.groupby(level=0)
-    bars = grouped["price"].agg(["first", "max", "min", "last", "mean"])
+    bars = grouped["price"].agg(["first", "max", "min", "last"])
     first_t, last_t, holes = grouped["t"].min(), grouped["t"].max(), grouped["gap"].max()
     day_volume = volumes.groupby(volumes.index.floor("D")).last().reindex(bars.index)
     covered = (
@@ -253,16 +263,24 @@ def daily_bars(
         high=bars["max"].to_numpy(),
         low=bars["min"].to_numpy(),
         close=bars["last"].to_numpy(),
-        volume=(day_volume / bars["mean"]).to_numpy(),
+        quote_volume=day_volume.to_numpy(),
+        bar_kind="sampled",
     )
 
 
-def parse_simple_price(payload: Any, symbol: str) -> Quote:
+def parse_simple_price(payload: Any, symbol: str, *, answered_at: pd.Timestamp) -> Quote:
     """Parse ``/simple/price`` (asked with ``include_last_updated_at``) for one coin id.
+
+    Args:
+        payload: The decoded answer.
+        symbol: The coin id asked for.
+        answered_at: When the answer was made (:meth:`~.http.Answer.made_at`): the quote's time
+            when the entry has no ``last_updated_at``.
 
     Raises:
         UnknownSymbol: The id is missing from the answer (CoinGecko's way of saying unknown).
-        BadPayload: The entry lacks a positive USD price or its update time.
+        BadPayload: The entry lacks a positive USD price, or its ``last_updated_at`` is not a
+            number.
     """
     if not isinstance(payload, dict):
         raise BadPayload(
@@ -273,10 +291,13 @@ def parse_simple_price(payload: Any, symbol: str) -> Quote:
     try:
         entry = payload[symbol]
         price = float(entry[VS_CURRENCY])
-        updated = entry["last_updated_at"]
-        if isinstance(updated, bool) or not isinstance(updated, int | float):
-            raise ValueError(f"last_updated_at is {updated!r}")
-        ts = pd.Timestamp(int(updated), unit="s", tz="UTC")
+        updated = entry.get("last_updated_at")
+        if updated is None:
+            ts = answered_at
+        elif isinstance(updated, bool) or not isinstance(updated, int | float):
+            raise ValueError(f"last_updated_at is {clip(updated, 40)!r}")
+        else:
+            ts = pd.Timestamp(int(updated), unit="s", tz="UTC")
     except (KeyError, TypeError, ValueError) as exc:
         raise BadPayload(PROVIDER, f"simple/price: malformed entry ({exc})") from None
     if not math.isfinite(price) or price <= 0:
@@ -378,7 +399,7 @@ class CoinGeckoClient(ProviderClient):
         return self.closed_bars(pages, interval, start, end)
 
     def _latest_price(self, symbol: str) -> Quote:
-        payload = self.http.get_json(
+        answer = self.http.get(
             "simple_price",
             SIMPLE_PRICE_PATH,
             {
@@ -388,7 +409,7 @@ class CoinGeckoClient(ProviderClient):
                 "precision": "full",
             },
         )
-        return parse_simple_price(payload, symbol)
+        return parse_simple_price(answer.body, symbol, answered_at=answer.made_at(self.clock()))
 
 
 def _seconds(ts: pd.Timestamp) -> int:

@@ -10,8 +10,11 @@ Wire format: every answer is an envelope ``{"data": ..., "status": {"error_code"
 "credit_count", ...}}``; bars are ``data.quotes[]`` of ``{time_open, quote.USD.{open, high, low,
 close, volume}}`` with ISO-8601 millisecond ``Z`` timestamps and JSON numbers.
 
-Bars: CMC's own daily and hourly OHLCV periods, one row per period, ``ts`` = ``time_open`` (the UTC
-date at 00:00 for ``1d``, the hour's start for ``1h``). No bar is formed or resampled here: only
+Bars: CMC's own daily and hourly OHLCV periods, one row per period (``bar_kind`` ``traded``),
+``ts`` = ``time_open`` (the UTC date at 00:00 for ``1d``, the hour's start for ``1h``).
+``quote.USD.volume`` is the period's turnover in USD, so it is ``quote_volume``, as given;
+CMC states no volume in coins, so ``volume`` is null (never USD divided by a price). ``vwap`` and
+``trades`` are not reported. No bar is formed or resampled here: only
 ``1h`` and ``1d`` are offered, because ``interval=4h`` etc. would *sample* every fourth hourly bar,
 not form a 4-hour bar.
 
@@ -34,6 +37,8 @@ Pitfalls handled:
   sent; the quota counters are then settled to what CMC says it charged (``status.credit_count``).
 - Hourly volume does not exist before 2020-09-22: a ``null`` volume stays missing (NaN), it is
   never turned into 0.
+- Error messages may quote the key (``This API Key ... is invalid``): they are quoted as they
+  come, and the registry of :mod:`.secrets` scrubs the key from every error.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ from fks_pipelines.providers.errors import (
 from fks_pipelines.providers.http import ProviderHttp, parse_retry_after
 from fks_pipelines.providers.ratelimit import ProviderLimits, Quota, Window
 from fks_pipelines.providers.runtime import ProviderRuntime, RuntimeConfig, get_runtime
+from fks_pipelines.providers.secrets import clip
 
 if TYPE_CHECKING:  # annotations only: the client's ProviderHttp imports httpx when it is built
     import httpx
@@ -135,7 +141,7 @@ def _vendor_status(body: Any) -> tuple[int | None, str | None]:
     except (TypeError, ValueError):
         code = None
     message = status.get("error_message")
-    return code, (str(message)[:200] if message else None)
+    return code, (clip(message, 200) if message else None)
 
 
 def error_from_status(
@@ -236,7 +242,7 @@ def parse_ohlcv(payload: Any, symbol: str, interval: Interval) -> pd.DataFrame:
             f: pd.to_numeric(rows[f"quote.{CONVERT}.{f}"], errors="raise").astype("float64")
             for f in _PRICE_FIELDS
         }
-        volume = pd.to_numeric(rows[f"quote.{CONVERT}.volume"], errors="raise").astype("float64")
+        turnover = pd.to_numeric(rows[f"quote.{CONVERT}.volume"], errors="raise").astype("float64")
     except (KeyError, TypeError, ValueError) as exc:
         raise BadPayload(
             PROVIDER, f"ohlcv: malformed quotes ({type(exc).__name__}: {exc})"
@@ -254,7 +260,7 @@ def parse_ohlcv(payload: Any, symbol: str, interval: Interval) -> pd.DataFrame:
         symbol=symbol,
         interval=interval.name,
         ts=ts,
-        volume=volume,
+        quote_volume=turnover,
         **prices,
     )
 

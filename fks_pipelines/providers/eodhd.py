@@ -15,24 +15,30 @@ start, Unix seconds UTC).
 Bars are the provider's own bars, never derived. A ``1d`` bar's ``ts`` is its trading date at
 00:00 UTC; an intraday bar's ``ts`` is its ``timestamp``. Prices are the raw (unadjusted)
 ``open``/``high``/``low``/``close``; ``adjusted_close`` is not used, because it adjusts the
-close alone and mixing it with raw open/high/low would give inconsistent bars.
+close alone and mixing it with raw open/high/low would give inconsistent bars. ``volume`` is
+EODHD's ``volume`` in shares (base units), as given; no quote-currency volume is stated, so
+``quote_volume`` is null, as are ``vwap`` and ``trades``.
 
 Pitfalls handled:
 
 - ``fmt=json`` is always sent; a CSV or HTML body is :class:`BadPayload`, never a crash.
 - ``from``/``to`` are dates for ``/eod`` and Unix seconds for ``/intraday``; intraday ``to`` is
   sent as the last second before the window's end, so consecutive spans never overlap.
-- ``volume: null``: the session's closing print (a zero-range bar at 16:00 New York whose open
-  equals high, low and close) is a zero-length auction print, not a bar of the interval, and is
-  dropped (logged at DEBUG). Any other bar without a volume is dropped too, because a volume of
-  0 would be a claim the provider did not make; their count is logged at WARNING.
+- ``volume: null``: the closing-auction print of a US session (an intraday bar starting exactly
+  at the regular close on the XNYS calendar, 16:00 New York or 13:00 on half days, whose open
+  equals high, low and close; recorded at 20:00Z on 2026-06-01) is kept with ``bar_kind``
+  ``auction``: its price as given and its volume null (EODHD states none, and 0 would be a claim
+  it did not make). Any other bar without a volume is kept as ``traded`` with a null volume (a
+  null is not a claim either); their count is logged at WARNING. Only ``*.US`` tickers are
+  matched to a calendar: on other exchanges no bar is taken for an auction print.
 - The free tier's trailing ``{"warning": ...}`` element (history capped at a year) is dropped
   and its text logged at WARNING; any other element without a date or timestamp is
   :class:`BadPayload`.
 - ``/real-time`` answers an object for one ticker and an array with ``s=``; both are read. An
   unknown ticker there comes back as HTTP 200 with ``"NA"`` values: :class:`UnknownSymbol`.
 - Error bodies (401/402/403/404/429) are often text or HTML: errors are mapped by status; a text
-  body never reaches an error message (a JSON ``message`` is quoted, token scrubbed). 429 is
+  body never reaches an error message (a JSON ``message`` is quoted, with any ``api_token=``
+  value cut and the registered token scrubbed, see :mod:`.secrets`). 429 is
   :class:`QuotaExhausted` when the daily calls are used up (the body says "daily", or
   ``X-RateLimit-Remaining`` shows the per-minute window is not what ran out), else
   :class:`RateLimited` with ``Retry-After``.
@@ -51,8 +57,10 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import numpy as np
 import pandas as pd
 
+from fks_pipelines.market.calendars import session_closes
 from fks_pipelines.market.frame import build_frame, empty_frame
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.quote import Quote
@@ -71,6 +79,7 @@ from fks_pipelines.providers.errors import (
 from fks_pipelines.providers.http import ProviderHttp, parse_retry_after
 from fks_pipelines.providers.ratelimit import ProviderLimits, Quota, Window
 from fks_pipelines.providers.runtime import ProviderRuntime, RuntimeConfig, get_runtime
+from fks_pipelines.providers.secrets import clip
 
 if TYPE_CHECKING:  # annotations only: the client's ProviderHttp imports httpx when it is built
     import httpx
@@ -96,21 +105,23 @@ SUPPORTED_INTERVALS = (*MAX_SPAN_DAYS, DAILY)
 _PRICES = ("open", "high", "low", "close")
 _TOKEN_IN_TEXT = re.compile(r"(api_token=)[^&\s\"'<>]*", re.IGNORECASE)
 _NA = "NA"
+_EXCHANGE_CALENDARS = {"US": "XNYS"}
+"""EODHD exchange suffix -> exchange calendar; US listings share NYSE's regular hours."""
 
 
 # --- errors ----------------------------------------------------------------------------------
 
 
-def map_error(response: httpx.Response, body: Any, *, secret: str | None = None) -> ProviderError:
+def map_error(response: httpx.Response, body: Any) -> ProviderError:
     """Map an EODHD error answer (status >= 400) to a typed error, by its status.
 
-    Bodies are often text or HTML, so only a JSON body's ``message`` is quoted (with the token
-    scrubbed); EODHD sends no vendor error codes.
+    Bodies are often text or HTML, so only a JSON body's ``message`` is quoted (with any
+    ``api_token=`` value cut); EODHD sends no vendor error codes.
     """
-    return _error_for(response.status_code, response.headers, body, secret, response.text)
+    return _error_for(response.status_code, response.headers, body, response.text)
 
 
-def check_body(body: Any, *, secret: str | None = None) -> ProviderError | None:
+def check_body(body: Any) -> ProviderError | None:
     """Errors EODHD reports with HTTP 200: ``"NA"`` real-time values (unknown ticker) and a
     JSON error envelope ``{"status": 4xx, "error": .., "message": ..}``."""
     if not isinstance(body, dict):
@@ -126,14 +137,12 @@ def check_body(body: Any, *, secret: str | None = None) -> ProviderError | None:
         and status >= 400
         and ("error" in body or "message" in body)
     ):
-        return _error_for(status, {}, body, secret, "")
+        return _error_for(status, {}, body, "")
     return None
 
 
-def _error_for(
-    status: int, headers: Mapping[str, str], body: Any, secret: str | None, text: str
-) -> ProviderError:
-    detail = _message(body, secret)
+def _error_for(status: int, headers: Mapping[str, str], body: Any, text: str) -> ProviderError:
+    detail = _message(body)
     suffix = f": {detail}" if detail else ""
     if status == 401:
         return Unauthorized(PROVIDER, f"invalid or missing API token{suffix}", status=status)
@@ -165,17 +174,15 @@ def _daily_calls_used_up(headers: Mapping[str, str], body: Any, text: str) -> bo
     return remaining is not None and remaining.strip().isdigit() and int(remaining) > 0
 
 
-def _message(body: Any, secret: str | None) -> str | None:
-    """The JSON body's own message (token scrubbed, one short line); ``None`` for text bodies."""
+def _message(body: Any) -> str | None:
+    """The JSON body's own message (``api_token=`` values cut, one short line); ``None`` for
+    text bodies."""
     if not isinstance(body, dict):
         return None
     message = body.get("message") or body.get("error")
     if not isinstance(message, str) or not message.strip():
         return None
-    message = _TOKEN_IN_TEXT.sub(r"\1***", " ".join(message.split()))
-    if secret:
-        message = message.replace(secret, "***").replace(quote(secret, safe=""), "***")
-    return message[:200]
+    return clip(_TOKEN_IN_TEXT.sub(r"\1***", " ".join(message.split())), 200)
 
 
 # --- parsing ---------------------------------------------------------------------------------
@@ -289,7 +296,7 @@ def _rows(payload: Any, endpoint: str, key: str) -> pd.DataFrame | None:
 
 
 def _log_warnings(notes: pd.Series, endpoint: str) -> None:
-    text = "; ".join(sorted({str(n)[:200] for n in notes.dropna()}))
+    text = "; ".join(sorted({clip(n, 200) for n in notes.dropna()}))
     log.warning(
         "%s %s: dropped %d element(s) without data: %s", PROVIDER, endpoint, len(notes), text
     )
@@ -305,39 +312,51 @@ def _frame(
         raise BadPayload(PROVIDER, f"{endpoint}: non-numeric values ({exc})") from None
     if prices.isna().to_numpy().any():
         raise BadPayload(PROVIDER, f"{endpoint}: rows with null prices")
-    no_volume = volume.isna()
-    if no_volume.any():
-        zero_range = prices.eq(prices["open"], axis=0).all(axis=1)
-        prints = int((no_volume & zero_range).sum())
-        others = int(no_volume.sum()) - prints
-        if prints:
-            log.debug(
-                "%s %s %s: dropped %d zero-range closing print(s) without volume",
-                PROVIDER,
-                symbol,
-                interval,
-                prints,
-            )
-        if others:
-            log.warning(
-                "%s %s %s: dropped %d bar(s) without volume",
-                PROVIDER,
-                symbol,
-                interval,
-                others,
-            )
-    keep = ~no_volume.to_numpy()
+    starts = pd.DatetimeIndex(ts)
+    no_volume = volume.isna().to_numpy()
+    auction = np.zeros(len(rows), dtype=bool)
+    if no_volume.any() and interval != DAILY:
+        zero_range = prices.eq(prices["open"], axis=0).all(axis=1).to_numpy()
+        candidates = np.flatnonzero(no_volume & zero_range)
+        auction[candidates] = _at_regular_close(starts[candidates], symbol)
+    others = int(no_volume.sum() - auction.sum())
+    if others:
+        log.warning(
+            "%s %s %s: %d bar(s) without volume kept with a null volume",
+            PROVIDER,
+            symbol,
+            interval,
+            others,
+        )
     return build_frame(
         provider=PROVIDER,
         symbol=symbol,
         interval=interval,
-        ts=pd.DatetimeIndex(ts)[keep],
-        open=prices["open"].to_numpy()[keep],
-        high=prices["high"].to_numpy()[keep],
-        low=prices["low"].to_numpy()[keep],
-        close=prices["close"].to_numpy()[keep],
-        volume=volume.to_numpy()[keep],
+        ts=starts,
+        open=prices["open"].to_numpy(),
+        high=prices["high"].to_numpy(),
+        low=prices["low"].to_numpy(),
+        close=prices["close"].to_numpy(),
+        volume=volume.to_numpy(),
+        bar_kind=np.where(auction, "auction", "traded"),
     )
+
+
+def _at_regular_close(starts: pd.DatetimeIndex, symbol: str) -> np.ndarray:
+    """Which bars start exactly at their session's regular close (the closing-auction print),
+    on the exchange calendar of ``symbol``'s exchange suffix; all false for an exchange without
+    a known calendar, or for dates the calendar does not cover."""
+    code = _EXCHANGE_CALENDARS.get(symbol.rsplit(".", 1)[-1].upper()) if "." in symbol else None
+    if code is None:
+        return np.zeros(len(starts), dtype=bool)
+    # A regular close lies in the exchange's afternoon, which is the same date in UTC.
+    days = starts.tz_convert("UTC").tz_localize(None).normalize()
+    try:
+        closes = session_closes(code, days)
+    except ValueError as exc:
+        log.warning("%s %s: no closing-auction check (%s)", PROVIDER, symbol, exc)
+        return np.zeros(len(starts), dtype=bool)
+    return np.asarray(closes == starts)
 
 
 # --- client ----------------------------------------------------------------------------------
@@ -382,11 +401,11 @@ class EodhdClient(ProviderClient):
             ProviderHttp(
                 PROVIDER,
                 base_url,
-                lambda response, body: map_error(response, body, secret=api_key),
+                map_error,
                 runtime or get_runtime(PROVIDER, self.LIMITS, RuntimeConfig()),
                 headers={"Accept": "application/json"},
                 auth_params={"api_token": api_key},
-                check_body=lambda body: check_body(body, secret=api_key),
+                check_body=check_body,
                 transport=transport,
                 sleep=sleep,
             ),

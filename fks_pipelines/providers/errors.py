@@ -3,7 +3,9 @@
 Every error names the provider, the HTTP status (``None`` when no response arrived) and the
 vendor's own error code (``None`` when the vendor gave none), so an alert can say
 ``binance: unknown symbol (HTTP 400, code -1121)``. Messages never contain API keys or query
-strings.
+strings: every error scrubs the secrets registered in :mod:`.secrets` from its reason, vendor code,
+``str()`` and ``args`` when it is built, whichever code built it (an error mapper quoting a
+vendor message, a parser quoting a payload value).
 
     ProviderError
     ├── RequestRejected      the provider refused the request as made (4xx); retrying won't help
@@ -22,6 +24,8 @@ strings.
 
 from __future__ import annotations
 
+from fks_pipelines.providers.secrets import scrub
+
 
 class ProviderError(Exception):
     """Base of all provider errors.
@@ -30,7 +34,7 @@ class ProviderError(Exception):
         provider: Provider id, e.g. ``binance``.
         status: HTTP status of the answer, or ``None`` when no answer arrived.
         vendor_code: The vendor's own error code, when it sent one.
-        reason: One line saying what went wrong, without secrets.
+        reason: One line saying what went wrong; registered secrets are scrubbed from it.
     """
 
     retryable = False
@@ -44,9 +48,10 @@ class ProviderError(Exception):
         vendor_code: int | str | None = None,
     ) -> None:
         self.provider = provider
-        self.reason = reason
+        # partial_tail: mappers cut vendor text to a length, which may cut a key in half.
+        self.reason = scrub(reason, partial_tail=True)
         self.status = status
-        self.vendor_code = vendor_code
+        self.vendor_code = scrub(vendor_code) if isinstance(vendor_code, str) else vendor_code
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -56,7 +61,8 @@ class ProviderError(Exception):
         if self.vendor_code is not None:
             details.append(f"code {self.vendor_code}")
         suffix = f" ({', '.join(details)})" if details else ""
-        return f"{self.provider}: {self.reason}{suffix}"
+        # Scrubbed again: a secret registered after the error was built is hidden as well.
+        return scrub(f"{self.provider}: {self.reason}{suffix}")
 
 
 class RequestRejected(ProviderError):

@@ -5,21 +5,31 @@ timeouts, the server's word on pacing (``Retry-After``, used-weight and remainin
 headers), retries with exponential backoff and jitter (tenacity), the mapping of error answers
 to typed errors, and the accounting reported as materialisation metadata. A provider supplies
 only how to read its error answers and, optionally, its pacing headers.
+
+Secrets: every credential a session sends (the values of its credential headers, the bearer token
+of an ``Authorization`` header, every ``auth_params`` value) is registered in :mod:`.secrets` when
+the session is built, so that no error (whoever built it) and no log record of the process can
+quote it; providers need not, and do not, pass their key to their error mappers.
+
+Answers are JSON (:meth:`ProviderHttp.get_json`); :meth:`ProviderHttp.get` also gives the
+server's ``Date``, for a provider whose answer does not say when its price was true.
 """
 
 from __future__ import annotations
 
 import email.utils
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn
-from urllib.parse import quote, quote_plus
 
+import pandas as pd
 import tenacity
 
+from fks_pipelines.providers import secrets
 from fks_pipelines.providers.errors import (
     BadPayload,
     Banned,
@@ -52,6 +62,11 @@ BodyCheck = Callable[[Any], ProviderError | None]
 Pacing = Callable[["httpx.Response"], float | None]
 """Reads a provider's pacing headers; returns seconds every process should hold off, if any."""
 
+_CREDENTIAL_HEADER = re.compile(r"authorization|api[-_]?key|token|secret|password", re.IGNORECASE)
+"""Header names whose values are credentials (``Authorization``, ``X-CMC_PRO_API_KEY``,
+``x-cg-demo-api-key``, ``X-MBX-APIKEY``, ...)."""
+_AUTH_SCHEMES = ("bearer", "token", "basic")
+
 
 @dataclass
 class RequestStats:
@@ -75,6 +90,27 @@ class RequestStats:
             "bytes_received": self.bytes_received,
             "upstream_errors": self.errors,
         }
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A successful answer: its decoded JSON body and when the server says it made it.
+
+    Attributes:
+        body: The decoded JSON body.
+        date: The ``Date`` header as an aware UTC datetime; ``None`` when absent or malformed.
+    """
+
+    body: Any
+    date: datetime | None = None
+
+    def made_at(self, now: pd.Timestamp) -> pd.Timestamp:
+        """When the answer was made: its ``Date`` when that parses and is not after ``now`` (the
+        client's clock as it arrived), else ``now``. A ``Date`` in the past is kept: a cached
+        answer was made then."""
+        if self.date is None:
+            return now
+        return min(pd.Timestamp(self.date), now)
 
 
 @dataclass(frozen=True)
@@ -116,36 +152,38 @@ def decode_json(response: httpx.Response) -> Any:
         return None
 
 
-class _RedactSecrets(logging.Filter):
-    """httpx logs every request's full URL at INFO; a key that must travel in the query string
-    would be written out with it. Known secrets are replaced by ``***`` in those records."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def add(self, secret: str) -> None:
-        self.secrets.update({secret, quote_plus(secret), quote(secret, safe="")})
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            message = record.getMessage()
-            redacted = message
-            for secret in self.secrets:
-                redacted = redacted.replace(secret, "***")
-            if redacted != message:
-                record.msg, record.args = redacted, ()
-        return True
-
-
-_REDACT = _RedactSecrets()
-for _name in ("httpx", "httpcore"):
-    logging.getLogger(_name).addFilter(_REDACT)
+def parse_http_date(value: str | None) -> datetime | None:
+    """An HTTP ``Date`` header as an aware UTC datetime, or ``None`` when absent or malformed."""
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000": the zone is unknown; HTTP dates are always GMT
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC)
 
 
 def redact_in_logs(secret: str) -> None:
-    """Write ``***`` for ``secret`` in httpx's logs (e.g. a webhook URL holding a token)."""
-    _REDACT.add(secret)
+    """Write ``***`` for ``secret`` in every log record and provider error of this process (e.g.
+    a webhook URL holding a token); see :mod:`.secrets`."""
+    secrets.register(secret)
+
+
+def register_credentials(
+    headers: Mapping[str, str] | None, auth_params: Mapping[str, str] | None
+) -> None:
+    """Register the credentials among ``headers`` and every ``auth_params`` value as secrets."""
+    for name, value in (headers or {}).items():
+        if not value or not _CREDENTIAL_HEADER.search(name):
+            continue
+        secrets.register(value)
+        scheme, _, credential = value.partition(" ")
+        if credential.strip() and scheme.lower() in _AUTH_SCHEMES:
+            secrets.register(credential.strip())
+    for value in (auth_params or {}).values():
+        secrets.register(value)
 
 
 def remaining_requests_pacing(response: httpx.Response) -> float | None:
@@ -163,10 +201,12 @@ class ProviderHttp:
         base_url: Base URL of the provider's REST API.
         map_error: Maps an error answer to a typed :class:`ProviderError`.
         runtime: Limiter, breaker, cache and policies shared by the provider's clients.
-        headers: Default headers (e.g. an API key header). Never logged.
+        headers: Default headers (e.g. an API key header). Values of credential headers
+            (names with ``authorization``, ``api-key``, ``token``, ``secret``) are registered as
+            secrets, so they reach no log or error.
         auth_params: Query parameters carrying credentials, for providers that accept no header
             (Alpha Vantage ``apikey``, EODHD ``api_token``). Added when a request is sent, so
-            they reach neither cache keys nor logs nor errors.
+            they reach no cache key; registered as secrets, so they reach no log or error.
         pacing: Reads the provider's pacing headers (default: ``X-RateLimit-Remaining``).
         check_body: Finds errors a provider reports with HTTP 200 (Alpha Vantage ``Note``,
             CoinMarketCap ``status.error_code``); they are retried and counted like the same
@@ -194,9 +234,7 @@ class ProviderHttp:
         self.stats = RequestStats()
         self._map_error = map_error
         self._auth_params = dict(auth_params or {})
-        for secret in self._auth_params.values():
-            if secret:
-                _REDACT.add(secret)
+        register_credentials(headers, self._auth_params)
         self._pacing = pacing
         self._check_body = check_body
         self._sleep = sleep
@@ -231,10 +269,22 @@ class ProviderHttp:
         Raises:
             ProviderError: A typed error for any failure; see :mod:`.errors`.
         """
+        return self.get(endpoint, path, params, weight=weight, quota_cost=quota_cost).body
+
+    def get(
+        self,
+        endpoint: str,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        weight: int = 1,
+        quota_cost: int = 1,
+    ) -> Answer:
+        """:meth:`get_json`, with the server's ``Date`` of the answer as well."""
         breaker = self.runtime.breaker
         breaker.before_call()
         try:
-            body = self._retrying()(self._attempt, endpoint, path, params, weight, quota_cost)
+            answer = self._retrying()(self._attempt, endpoint, path, params, weight, quota_cost)
         except Banned as exc:
             breaker.record_failure(
                 open_for_s=exc.retry_after or self.runtime.config.breaker_reset_s
@@ -249,7 +299,7 @@ class ProviderHttp:
             breaker.record_success()  # the provider answered; the request was at fault
             raise
         breaker.record_success()
-        return body
+        return answer
 
     def _retrying(self) -> tenacity.Retrying:
         config = self.runtime.config
@@ -285,7 +335,7 @@ class ProviderHttp:
         params: Mapping[str, Any] | None,
         weight: int,
         quota_cost: int,
-    ) -> Any:
+    ) -> Answer:
         import httpx  # see the imports at the top; loaded by __init__ already
 
         limiter = self.runtime.limiter
@@ -335,7 +385,7 @@ class ProviderHttp:
             )
         if self._check_body is not None and (error := self._check_body(body)) is not None:
             self._fail(error)
-        return body
+        return Answer(body, parse_http_date(response.headers.get("Date")))
 
     def _fail(self, error: ProviderError) -> NoReturn:
         self.stats.errors += 1

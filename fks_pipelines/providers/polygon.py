@@ -10,10 +10,13 @@ Endpoints:
 Wire format: an envelope ``{status, ticker, resultsCount, results[], next_url?}`` whose
 ``results[]`` are ``{o,h,l,c,v,vw?,t,n?}`` JSON numbers with ``t`` the window start in ms UTC.
 
-Bars are Polygon's own aggregates (``adjusted=true``: split-adjusted); nothing is resampled
-here. Intraday ``ts`` is ``t``. A ``1d`` bar's ``ts`` is its trading date at 00:00 UTC: the
-New York date of ``t`` for stocks (day bars start at midnight New York), the UTC date for
-crypto (``X:``) and FX (``C:``) tickers.
+Bars are Polygon's own aggregates (``adjusted=true``: split-adjusted; ``bar_kind`` ``traded``);
+nothing is resampled here. ``volume`` is ``v`` as given (shares, or coins for ``X:`` tickers);
+Polygon states no quote-currency volume, so ``quote_volume`` is null (``vw * v`` would be our
+estimate, not Polygon's figure). ``vwap`` is ``vw`` and ``trades`` is ``n``, null when absent.
+Intraday ``ts`` is ``t``. A ``1d`` bar's ``ts`` is its trading date at 00:00 UTC: the New York
+date of ``t`` for stocks (day bars start at midnight New York), the UTC date for crypto (``X:``)
+and FX (``C:``) tickers.
 
 Pitfalls handled (providers.md 2.6):
     1. Stock day bars start at midnight New York, not UTC: the date is taken in that zone (a day
@@ -30,11 +33,14 @@ Pitfalls handled (providers.md 2.6):
        answers both with ``resultsCount: 0``, so ``fetch_ohlcv`` returns an empty frame).
     6. Last-trade ``t`` is in nanoseconds and must be an exact JSON integer (never a float).
     7. The base URL is configurable (``https://api.massive.com`` is the new name).
+
+Error texts are quoted with URL query strings cut (a ``next_url`` or link may carry an
+``apiKey=``); the Bearer token itself is registered with :mod:`.secrets`, which scrubs it from
+every error and log record, so the mappers take no key.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 import time
@@ -62,6 +68,7 @@ from fks_pipelines.providers.errors import (
 from fks_pipelines.providers.http import ProviderHttp, parse_retry_after
 from fks_pipelines.providers.ratelimit import ProviderLimits, Window
 from fks_pipelines.providers.runtime import ProviderRuntime, RuntimeConfig, get_runtime
+from fks_pipelines.providers.secrets import clip
 
 if TYPE_CHECKING:  # annotations only: the client's ProviderHttp imports httpx when it is built
     import httpx
@@ -130,12 +137,10 @@ def crypto_pair(ticker: str) -> tuple[str, str]:
     return pair[:-3], pair[-3:]
 
 
-def _scrub(text: str, secret: str | None) -> str:
-    """Vendor text made safe for an error message: no key, no query strings, one short line."""
-    text = _URL_QUERY.sub(r"\1?...", " ".join(text.split()))
-    if secret:
-        text = text.replace(secret, "***")
-    return text[:200]
+def _scrub(text: str) -> str:
+    """Vendor text made safe for an error message: no query strings (a key-looking parameter
+    the registry does not know), no registered secret, one short line."""
+    return clip(_URL_QUERY.sub(r"\1?...", " ".join(text.split())), 200)
 
 
 def _vendor_message(body: Any) -> str | None:
@@ -150,7 +155,7 @@ def _vendor_code(body: Any) -> str | None:
     return str(code) if code is not None else None
 
 
-def map_error(response: httpx.Response, body: Any, *, secret: str | None = None) -> ProviderError:
+def map_error(response: httpx.Response, body: Any) -> ProviderError:
     """Map a Polygon error answer (HTTP status >= 400) to a typed error.
 
     The vendor code is the envelope's ``status`` word (``ERROR``, ``NOT_AUTHORIZED``,
@@ -159,10 +164,10 @@ def map_error(response: httpx.Response, body: Any, *, secret: str | None = None)
     """
     status = response.status_code
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
-    return _error(status, status, body, retry_after, secret)
+    return _error(status, status, body, retry_after)
 
 
-def check_body(body: Any, *, secret: str | None = None) -> ProviderError | None:
+def check_body(body: Any) -> ProviderError | None:
     """An error Polygon reported inside an HTTP 200 answer, if any.
 
     A status word other than ``OK``/``DELAYED``/``success`` is mapped like the HTTP status it
@@ -182,19 +187,17 @@ def check_body(body: Any, *, secret: str | None = None) -> ProviderError | None:
     if not kind:
         return BadPayload(
             PROVIDER,
-            f"unexpected status {_scrub(str(word), secret)!r} in an HTTP 200 answer",
+            f"unexpected status {_scrub(str(word))!r} in an HTTP 200 answer",
             status=200,
             vendor_code=_vendor_code(body),
         )
-    return _error(kind, 200, body, None, secret)
+    return _error(kind, 200, body, None)
 
 
-def _error(
-    kind: int, status: int, body: Any, retry_after: float | None, secret: str | None
-) -> ProviderError:
+def _error(kind: int, status: int, body: Any, retry_after: float | None) -> ProviderError:
     """The error an answer of HTTP status ``kind`` stands for; ``status`` is what the wire said."""
     message = _vendor_message(body)
-    reason = _scrub(message, secret) if message else f"HTTP {status} without an error body"
+    reason = _scrub(message) if message else f"HTTP {status} without an error body"
     code = _vendor_code(body)
     if kind == 429:
         return RateLimited(
@@ -223,7 +226,7 @@ def _envelope(body: Any, endpoint: str, good: tuple[str, ...] = GOOD_STATUS) -> 
     if body.get("status") not in good:
         raise BadPayload(
             PROVIDER,
-            f"{endpoint}: status {str(body.get('status'))[:40]!r} is not {'/'.join(good)}",
+            f"{endpoint}: status {clip(body.get('status'), 40)!r} is not {'/'.join(good)}",
             vendor_code=_vendor_code(body),
         )
     return body
@@ -238,7 +241,7 @@ def parse_aggs(body: Any, ticker: str, interval: Interval) -> pd.DataFrame:
     """
     body = _envelope(body, "aggs")
     if body.get("ticker") not in (None, ticker):
-        raise BadPayload(PROVIDER, f"aggs: answer is for {str(body['ticker'])[:40]!r}")
+        raise BadPayload(PROVIDER, f"aggs: answer is for {clip(body['ticker'], 40)!r}")
     results = body.get("results")
     if results is None:
         return empty_frame()
@@ -260,7 +263,7 @@ def parse_aggs(body: Any, ticker: str, interval: Interval) -> pd.DataFrame:
         vwap = rows["vw"].astype("float64") if "vw" in rows else None
         trades = rows["n"].astype("float64").astype("Int64") if "n" in rows else None
     except (KeyError, ValueError, TypeError) as exc:
-        raise BadPayload(PROVIDER, f"aggs: malformed results ({_scrub(str(exc), None)})") from None
+        raise BadPayload(PROVIDER, f"aggs: malformed results ({_scrub(str(exc))})") from None
     if not np.isfinite(values.to_numpy()).all():
         raise BadPayload(PROVIDER, "aggs: non-finite prices or volumes")
     starts = pd.to_datetime(starts_ms, unit="ms", utc=True)
@@ -314,7 +317,7 @@ def parse_last_trade(body: Any, ticker: str) -> Quote:
     try:
         result = _envelope(body, "last_trade")["results"]
         if result.get("T") not in (None, ticker):
-            raise ValueError(f"answer is for {str(result['T'])[:40]!r}")
+            raise ValueError(f"answer is for {clip(result['T'], 40)!r}")
         price = _price(result["p"])
         ts = pd.Timestamp(_exact_int(result["t"], "t"), unit="ns", tz="UTC")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -328,7 +331,7 @@ def parse_last_crypto(body: Any, ticker: str) -> Quote:
         body = _envelope(body, "last_crypto", CRYPTO_GOOD_STATUS)
         base, quote_ccy = crypto_pair(ticker)
         if body.get("symbol") not in (None, f"{base}-{quote_ccy}"):
-            raise ValueError(f"answer is for {str(body['symbol'])[:40]!r}")
+            raise ValueError(f"answer is for {clip(body['symbol'], 40)!r}")
         last = body["last"]
         price = _price(last["price"])
         ts = pd.Timestamp(_exact_int(last["timestamp"], "timestamp"), unit="ms", tz="UTC")
@@ -362,10 +365,10 @@ class PolygonClient(ProviderClient):
             ProviderHttp(
                 PROVIDER,
                 base_url,
-                functools.partial(map_error, secret=api_key),
+                map_error,
                 runtime or get_runtime(PROVIDER, self.LIMITS, RuntimeConfig()),
                 headers={"Authorization": f"Bearer {api_key}"},
-                check_body=functools.partial(check_body, secret=api_key),
+                check_body=check_body,
                 transport=transport,
                 sleep=sleep,
             ),

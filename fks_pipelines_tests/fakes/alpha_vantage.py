@@ -184,7 +184,7 @@ class FakeAlphaVantage(LocalHttpServer):
         if symbol not in self.symbols:
             return Response.json({"Global Quote": {}})
         last = bar_values(np.array([self.now.value // 10**9]), 60)
-        day = self.now.tz_convert(ZONE).strftime("%Y-%m-%d")
+        day = latest_trading_day(self.now).strftime("%Y-%m-%d")
         return Response.json(
             {
                 "Global Quote": {
@@ -201,6 +201,18 @@ class FakeAlphaVantage(LocalHttpServer):
                 }
             }
         )
+
+
+def latest_trading_day(now: pd.Timestamp) -> pd.Timestamp:
+    """``07. latest trading day`` at ``now``: today in New York once its session has opened,
+    else the weekday before (naive date)."""
+    local = now.tz_convert(ZONE).tz_localize(None)
+    day = local.normalize()
+    if local - day < pd.Timedelta(hours=9, minutes=30):
+        day -= pd.Timedelta(days=1)
+    while day.day_of_week >= 5:
+        day -= pd.Timedelta(days=1)
+    return day
 
 
 def _series(keys: pd.Index, opens_utc: pd.DatetimeIndex, step_s: int) -> dict[str, dict]:

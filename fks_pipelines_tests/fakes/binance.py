@@ -60,7 +60,10 @@ def expected_frame(symbol: str, interval: str, start: str, end: str) -> pd.DataF
         {
             "symbol": symbol,
             "ts": pd.to_datetime(opens, unit="ms", utc=True).as_unit("ns"),
-            **{k: values[k].astype(float) for k in ("open", "high", "low", "close", "volume")},
+            **{
+                k: values[k].astype(float)
+                for k in ("open", "high", "low", "close", "volume", "quote_volume")
+            },
             "trades": values["trades"],
         }
     )

@@ -31,7 +31,8 @@ RATE_LIMIT_MESSAGE = (
 
 
 def bar_values(open_s: np.ndarray, period_s: int) -> dict[str, np.ndarray]:
-    """The deterministic bar that opens at each of ``open_s`` (Unix seconds)."""
+    """The deterministic bar that opens at each of ``open_s`` (Unix seconds), keyed as in
+    ``quote.USD`` on the wire (``volume`` there is the period's USD turnover)."""
     i = open_s // period_s
     open_ = 20_000 + (i % 97) * 12.5
     close = open_ + ((i % 7) - 3) * 2.25
@@ -45,15 +46,18 @@ def bar_values(open_s: np.ndarray, period_s: int) -> dict[str, np.ndarray]:
 
 
 def expected_frame(start: str, end: str, interval: str) -> pd.DataFrame:
-    """Bars the server holds opening in ``[start, end)`` (``interval`` 1h or 1d)."""
+    """Bars the server holds opening in ``[start, end)`` (``interval`` 1h or 1d), in canonical
+    columns: the wire's USD ``volume`` is ``quote_volume``."""
     step = {"1h": 3600, "1d": 86400}[interval]
     begin = pd.Timestamp(start, tz="UTC").value // 1_000_000_000
     stop = pd.Timestamp(end, tz="UTC").value // 1_000_000_000
     opens = np.arange(math.ceil(begin / step) * step, stop, step, dtype=np.int64)
+    values = bar_values(opens, step)
     return pd.DataFrame(
         {
             "ts": pd.to_datetime(opens, unit="s", utc=True).as_unit("ns"),
-            **bar_values(opens, step),
+            **{k: values[k] for k in ("open", "high", "low", "close")},
+            "quote_volume": values["volume"],
         }
     )
 

@@ -5,8 +5,10 @@ checked. Like the real API:
 
 - the key arrives as the ``api_token`` query parameter; a missing or wrong one gets 401 with an
   HTML body; without ``fmt=json`` the answer is CSV;
-- equities (``*.US``) trade on weekdays, 09:30-16:00 New York (DST observed); each session's
-  intraday bars end with a zero-range closing print at 16:00 New York with ``volume: null``;
+- equities (``*.US``) trade on weekdays, 09:30-16:00 New York (DST observed; no holidays or
+  half days); each session's intraday bars end with a zero-range closing print at 16:00 New
+  York with ``volume: null`` (its price here: the close of the bar before it; in the recording
+  ``intraday_AAPL.US_5m_2026-06-01_selected_rows_tradeseven.json`` it is near, not equal);
   crypto (``*.CC``) trades around the clock;
 - intraday ``from``/``to`` are Unix seconds (both ends included here) and a request may span at
   most 120/600/7200 days for 1m/5m/1h; the bar containing ``now`` is served while still open;
@@ -90,21 +92,40 @@ def closing_prints(symbol: str, start_s: int, end_s: int) -> np.ndarray:
     last = pd.Timestamp(end_s, unit="s", tz="UTC").tz_convert(NEW_YORK).date()
     days = trading_days(symbol, str(first), str(last))
     closes = (days + pd.Timedelta(hours=16)).tz_localize(NEW_YORK).tz_convert("UTC")
-    seconds = np.asarray(closes.asi8 // 1_000_000_000, dtype=np.int64)
+    seconds = np.asarray(closes.as_unit("s").asi8, dtype=np.int64)
     return seconds[(seconds >= start_s) & (seconds <= end_s)]
 
 
 def expected_intraday(symbol: str, interval: str, start: str, end: str) -> pd.DataFrame:
-    """The regular bars the server holds opening in ``[start, end)`` (for assertions)."""
+    """The bars the server holds opening in ``[start, end)`` (for assertions): the regular bars
+    (``bar_kind`` ``traded``) and each session's closing print (``auction``, volume null, its
+    price the close of the bar before it)."""
     begin = pd.Timestamp(start, tz="UTC").value // 1_000_000_000
     stop = pd.Timestamp(end, tz="UTC").value // 1_000_000_000
+    step = INTERVAL_S[interval]
     opens = session_opens(symbol, interval, begin, stop - 1)
-    return pd.DataFrame(
+    prints = closing_prints(symbol, begin, stop - 1)
+    regular = pd.DataFrame(
         {
             "ts": pd.to_datetime(opens, unit="s", utc=True).as_unit("ns"),
-            **{k: v.astype(float) for k, v in bar_values(opens, INTERVAL_S[interval]).items()},
+            **{k: v.astype(float) for k, v in bar_values(opens, step).items()},
+            "bar_kind": "traded",
         }
     )
+    price = bar_values(prints - step, step)["close"].astype(float)
+    auction = pd.DataFrame(
+        {
+            "ts": pd.to_datetime(prints, unit="s", utc=True).as_unit("ns"),
+            **dict.fromkeys(("open", "high", "low", "close"), price),
+            "volume": np.full(len(prints), np.nan),
+            "bar_kind": "auction",
+        }
+    )
+    frames = [f for f in (regular, auction) if len(f)]
+    if not frames:
+        return regular
+    both = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    return both.sort_values("ts", kind="stable").reset_index(drop=True)
 
 
 def expected_daily(symbol: str, first: str, last: str) -> pd.DataFrame:

@@ -17,7 +17,9 @@ from typing import Any, Literal
 
 import httpx
 import pandas as pd
+import pyarrow as pa
 
+from fks_pipelines.market.frame import COLUMNS, conform, validate
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.quote import Quote
 from fks_pipelines.providers.base import ProviderClient
@@ -38,6 +40,77 @@ HOUR = Interval.parse("1h")
 KLINES = "/fapi/v1/klines"
 TICKER = "/fapi/v1/ticker/price"
 CHILD_TIMEOUT_S = 30.0
+
+
+def assert_bars(
+    frame: pd.DataFrame,
+    *,
+    provider: str,
+    symbol: str,
+    interval: str,
+    ts: Sequence[pd.Timestamp] | pd.DatetimeIndex,
+    open: Sequence[float],
+    high: Sequence[float],
+    low: Sequence[float],
+    close: Sequence[float],
+    volume: Sequence[float | None] | None,
+    quote_volume: Sequence[float | None] | None,
+    vwap: Sequence[float | None] | None,
+    trades: Sequence[int | None] | None,
+    bar_kind: Sequence[str] | str,
+) -> None:
+    """``frame`` holds exactly these bars: every canonical column of every row, compared exactly
+    (a ``None`` column or value is null), dtypes included, and the frame validates.
+
+    Every column must be named, so that a test cannot forget one.
+    """
+    n = len(ts)
+
+    def column(values: object, dtype: str) -> object:
+        if values is None:
+            return pd.array([None] * n, dtype=dtype)
+        if isinstance(values, str):
+            return pd.array([values] * n, dtype=dtype)
+        return pd.array(list(values), dtype=dtype)  # type: ignore[call-overload]
+
+    expected = conform(
+        pd.DataFrame(
+            {
+                "provider": [provider] * n,
+                "symbol": [symbol] * n,
+                "interval": [interval] * n,
+                "ts": pd.DatetimeIndex(ts),
+                "open": column(open, "float64"),
+                "high": column(high, "float64"),
+                "low": column(low, "float64"),
+                "close": column(close, "float64"),
+                "volume": column(volume, "Float64"),
+                "quote_volume": column(quote_volume, "Float64"),
+                "vwap": column(vwap, "Float64"),
+                "trades": column(trades, "Int64"),
+                "bar_kind": column(bar_kind, "string"),
+            }
+        )
+    )
+    assert list(frame.columns) == list(COLUMNS)
+    pd.testing.assert_frame_equal(frame.reset_index(drop=True), expected, check_exact=True)
+    validate(frame)
+
+
+def encode_format_1(frame: pd.DataFrame) -> bytes:
+    """A frame as the codec wrote it before ``quote_volume`` and ``bar_kind`` (format 1, which
+    named no format), byte for byte."""
+    floats = ("open", "high", "low", "close", "volume", "vwap")
+    schema = pa.schema(
+        [("ts", pa.int64())] + [(n, pa.float64()) for n in floats] + [("trades", pa.int64())]
+    ).with_metadata({b"provider": b"binance", b"symbol": b"BTCUSDT", b"interval": b"1h"})
+    columns = [pa.array(frame["ts"].array.asi8, type=pa.int64())]
+    columns += [pa.array(frame[n].to_numpy(dtype="float64"), type=pa.float64()) for n in floats]
+    columns.append(pa.array(frame["trades"].array, type=pa.int64(), from_pandas=True))
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema) as writer:
+        writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
+    return sink.getvalue().to_pybytes()
 
 
 def runtime(

@@ -343,6 +343,35 @@ def test_latest_price(server: FakeAlphaVantage) -> None:
     assert quote.price == round(
         float(bar_values(pd.Index([NOW.value // 10**9]).to_numpy(), 60)["close"][0]), 4
     )
-    assert quote.ts == pd.Timestamp("2024-06-28", tz="UTC")
+    # NOW is 16:00 New York on Friday 2024-06-28: the session's close, not 00:00 UTC.
+    assert quote.ts == pd.Timestamp("2024-06-28T20:00:00Z")
     [request] = server.requests
     assert request.query == {"function": "GLOBAL_QUOTE", "symbol": "MSFT", "apikey": SECRET}
+
+
+@pytest.mark.parametrize(
+    ("now", "stamp"),
+    [
+        # in the session: the price is the latest one, as of the answer
+        ("2024-06-28T15:07:00Z", "2024-06-28T15:07:00Z"),
+        # after the close: the close
+        ("2024-06-28T23:30:00Z", "2024-06-28T20:00:00Z"),
+        # the weekend: Friday's close
+        ("2024-06-29T12:00:00Z", "2024-06-28T20:00:00Z"),
+        # a half day's afternoon: its 13:00 close
+        ("2024-07-03T19:00:00Z", "2024-07-03T17:00:00Z"),
+        # before Monday's open: Friday's close (winter, 16:00 EST)
+        ("2024-01-08T13:00:00Z", "2024-01-05T21:00:00Z"),
+    ],
+    ids=["in-session", "after-close", "weekend", "half-day", "pre-open"],
+)
+def test_a_quote_is_stamped_when_its_price_was_true(
+    server: FakeAlphaVantage, now: str, stamp: str
+) -> None:
+    server.now = pd.Timestamp(now)
+    with AlphaVantageClient(
+        SECRET, server.url, runtime=rt(), clock=lambda: pd.Timestamp(now)
+    ) as client:
+        quote = client.latest_price("MSFT")
+
+    assert quote.ts == pd.Timestamp(stamp)

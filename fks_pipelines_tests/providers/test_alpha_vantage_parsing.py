@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 from fks_pipelines.market.frame import COLUMNS, validate
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.providers import alpha_vantage as av
+from fks_pipelines.providers import secrets
 from fks_pipelines.providers.errors import (
     BadPayload,
     ProviderError,
@@ -21,6 +23,7 @@ from fks_pipelines.providers.errors import (
     Unavailable,
     UnknownSymbol,
 )
+from fks_pipelines_tests.providers.support import assert_bars
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "alphavantage"
 MSFT_1MIN = "time_series_intraday_MSFT_1min_compact_romeltorres.json"
@@ -29,6 +32,7 @@ ONE_MINUTE = Interval.parse("1m")
 FIVE_MINUTES = Interval.parse("5m")
 FIFTEEN_MINUTES = Interval.parse("15m")
 DAILY = Interval.parse("1d")
+SECRET = "AVKEY-parse-41Xz"
 DAILY_CAP_TEXT = (
     "Thank you for using Alpha Vantage! Our standard API rate limit is 25 requests per day. "
     "Please subscribe to any of the premium plans at https://www.alphavantage.co/premium/ to "
@@ -115,19 +119,25 @@ def test_recorded_intraday_json_parses_to_exactly_its_values() -> None:
         10494.0,
     )
     assert frame.iloc[-2]["low"] == 86.4801
-    # Every row, against an independent reading of the file.
+    # Every column of every row, against an independent reading of the file.
     series = body["Time Series (1min)"]
     ordered = sorted(series)
-    assert frame["ts"].tolist() == [
-        pd.Timestamp(k).tz_localize("US/Eastern").tz_convert("UTC") for k in ordered
-    ]
-    for field, key in [("open", "1. open"), ("high", "2. high"), ("low", "3. low")]:
-        assert frame[field].tolist() == [float(series[k][key]) for k in ordered]
-    assert frame["close"].tolist() == [float(series[k]["4. close"]) for k in ordered]
-    assert frame["volume"].tolist() == [float(series[k]["5. volume"]) for k in ordered]
-    assert frame["vwap"].isna().all() and frame["trades"].isna().all()
-    assert set(frame["provider"]) == {"alpha_vantage"}
-    assert set(frame["interval"]) == {"1m"}
+    assert_bars(
+        frame,
+        provider="alpha_vantage",
+        symbol="MSFT",
+        interval="1m",
+        ts=[pd.Timestamp(k).tz_localize("US/Eastern").tz_convert("UTC") for k in ordered],
+        open=[float(series[k]["1. open"]) for k in ordered],
+        high=[float(series[k]["2. high"]) for k in ordered],
+        low=[float(series[k]["3. low"]) for k in ordered],
+        close=[float(series[k]["4. close"]) for k in ordered],
+        volume=[float(series[k]["5. volume"]) for k in ordered],  # shares
+        quote_volume=None,
+        vwap=None,
+        trades=None,
+        bar_kind="traded",
+    )
 
 
 def test_recorded_csv_parses_to_exactly_its_values() -> None:
@@ -159,25 +169,88 @@ def test_recorded_csv_parses_to_exactly_its_values() -> None:
     ]
     with (FIXTURES / AAPL_15MIN_CSV).open(newline="") as handle:
         rows = sorted(csv.DictReader(handle), key=lambda r: r["timestamp"])
-    assert frame["ts"].tolist() == [
-        pd.Timestamp(r["timestamp"]).tz_localize("US/Eastern").tz_convert("UTC") for r in rows
-    ]
-    for field in ("open", "high", "low", "close", "volume"):
-        assert frame[field].tolist() == [float(r[field]) for r in rows]
+    assert_bars(
+        frame,
+        provider="alpha_vantage",
+        symbol="AAPL",
+        interval="15m",
+        ts=[pd.Timestamp(r["timestamp"]).tz_localize("US/Eastern").tz_convert("UTC") for r in rows],
+        open=[float(r["open"]) for r in rows],
+        high=[float(r["high"]) for r in rows],
+        low=[float(r["low"]) for r in rows],
+        close=[float(r["close"]) for r in rows],
+        volume=[float(r["volume"]) for r in rows],
+        quote_volume=None,
+        vwap=None,
+        trades=None,
+        bar_kind="traded",
+    )
 
 
-def test_recorded_global_quote() -> None:
-    quote = av.parse_global_quote(load("global_quote_MSFT_romeltorres.json"), "MSFT")
+LATER = pd.Timestamp("2030-01-01T00:00Z")
+"""A time long after any trading day the tests use: the quote is then stamped at the close."""
+
+
+def global_quote(day: str, price: str = "112.1300") -> dict:
+    return {
+        "Global Quote": {
+            "01. symbol": "MSFT",
+            "05. price": price,
+            "07. latest trading day": day,
+        }
+    }
+
+
+def test_recorded_global_quote_is_stamped_at_the_regular_close_of_its_day() -> None:
+    quote = av.parse_global_quote(
+        load("global_quote_MSFT_romeltorres.json"), "MSFT", received_at=LATER
+    )
 
     assert quote.provider == "alpha_vantage"
     assert quote.symbol == "MSFT"
     assert quote.price == 112.13
-    assert quote.ts == utc("2018-10-05")  # the latest trading day, the only time it gives
+    # 2018-10-05 was a Friday session closing at 16:00 New York (EDT): 20:00Z, not 00:00Z.
+    assert quote.ts == utc("2018-10-05T20:00")
+
+
+def test_during_the_session_the_quote_is_as_of_the_answer() -> None:
+    received = utc("2018-10-05T15:07:42")  # 11:07 New York: the price is the latest trade's
+
+    quote = av.parse_global_quote(
+        load("global_quote_MSFT_romeltorres.json"), "MSFT", received_at=received
+    )
+
+    assert quote.ts == received
+
+
+@pytest.mark.parametrize(
+    ("day", "close"),
+    [
+        ("2024-01-05", "2024-01-05T21:00"),  # winter: 16:00 EST
+        ("2024-07-01", "2024-07-01T20:00"),  # summer: 16:00 EDT
+        ("2024-07-03", "2024-07-03T17:00"),  # half day: 13:00 EDT
+        ("2024-11-29", "2024-11-29T18:00"),  # half day after Thanksgiving: 13:00 EST
+    ],
+)
+def test_the_close_follows_the_xnys_calendar(day: str, close: str) -> None:
+    assert av.parse_global_quote(global_quote(day), "MSFT", received_at=LATER).ts == utc(close)
+
+
+def test_a_day_the_calendar_has_no_session_for_is_stamped_at_four_in_new_york(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="fks_pipelines.providers.alpha_vantage"):
+        quote = av.parse_global_quote(global_quote("2024-07-04"), "MSFT", received_at=LATER)
+
+    assert quote.ts == utc("2024-07-04T20:00")
+    assert [r.getMessage() for r in caplog.records] == [
+        "alpha_vantage: 2024-07-04 is not an XNYS session; global quote stamped at 16:00 New York"
+    ]
 
 
 def test_empty_global_quote_is_an_unknown_symbol() -> None:
     with pytest.raises(UnknownSymbol) as caught:
-        av.parse_global_quote({"Global Quote": {}}, "NOPE")
+        av.parse_global_quote({"Global Quote": {}}, "NOPE", received_at=LATER)
     assert caught.value.status == 200
 
 
@@ -221,7 +294,7 @@ def test_empty_global_quote_is_an_unknown_symbol() -> None:
 )
 def test_malformed_global_quote_is_bad_payload(body: object) -> None:
     with pytest.raises(BadPayload):
-        av.parse_global_quote(body, "MSFT")
+        av.parse_global_quote(body, "MSFT", received_at=LATER)
 
 
 # --- timestamps ------------------------------------------------------------------------------
@@ -432,12 +505,20 @@ def test_data_bodies_are_not_errors() -> None:
     assert av.classify([1, 2]) is None
 
 
-def test_a_message_echoing_the_key_is_redacted() -> None:
-    error = av.classify(
-        {"Information": "key sk-secret-123 used 25 requests per day"}, secret="sk-secret-123"
+@pytest.mark.parametrize("status", [200, 403])
+def test_a_message_echoing_the_key_is_redacted_whatever_the_status(status: int) -> None:
+    secrets.register(SECRET)
+    body = {"Information": f"We have detected your API key as {SECRET} and ... 25 requests per day"}
+
+    error = (
+        av.classify(body, status=status)
+        if status == 200
+        else av.map_error(httpx.Response(status, json=body), body)
     )
+
     assert isinstance(error, QuotaExhausted)
-    assert "sk-secret-123" not in str(error)
+    assert SECRET not in str(error) and SECRET not in repr(error.args)
+    assert "We have detected your API key as *** and" in error.reason
 
 
 @pytest.mark.parametrize(

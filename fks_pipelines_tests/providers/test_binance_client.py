@@ -5,7 +5,6 @@ from collections.abc import Iterator
 import pandas as pd
 import pytest
 
-from fks_pipelines.market.frame import validate
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.providers.binance import BinanceClient
 from fks_pipelines.providers.errors import (
@@ -20,6 +19,7 @@ from fks_pipelines.providers.http import Timeouts
 from fks_pipelines.providers.runtime import ProviderRuntime, RuntimeConfig, build_runtime
 from fks_pipelines_tests.fakes.binance import FakeBinance, expected_frame
 from fks_pipelines_tests.fakes.server import Response
+from fks_pipelines_tests.providers.support import assert_bars
 
 DAY = pd.Timestamp("2024-01-05", tz="UTC")
 
@@ -47,11 +47,25 @@ def test_one_day_of_hourly_bars_is_one_small_request(
 ) -> None:
     frame = client.fetch_ohlcv("BTCUSDT", Interval.parse("1h"), DAY, DAY + pd.Timedelta(days=1))
 
-    validate(frame)
     expected = expected_frame("BTCUSDT", "1h", "2024-01-05", "2024-01-06")
-    assert frame["ts"].tolist() == expected["ts"].tolist()
-    assert frame["close"].round(2).tolist() == expected["close"].round(2).tolist()
-    assert frame["trades"].tolist() == expected["trades"].tolist()
+    # as the server writes them: prices to 2 decimals, volume to 3, quote volume to 5
+    volume, quote_volume = expected["volume"].round(3), expected["quote_volume"].round(5)
+    assert_bars(
+        frame,
+        provider="binance",
+        symbol="BTCUSDT",
+        interval="1h",
+        ts=expected["ts"],
+        open=expected["open"].round(2),
+        high=expected["high"].round(2),
+        low=expected["low"].round(2),
+        close=expected["close"].round(2),
+        volume=volume,
+        quote_volume=quote_volume,
+        vwap=quote_volume / volume,
+        trades=expected["trades"],
+        bar_kind="traded",
+    )
     [request] = server.requests_to("/fapi/v1/klines")
     assert request.query == {
         "symbol": "BTCUSDT",

@@ -19,6 +19,7 @@ from fks_pipelines.providers.errors import (
     Unavailable,
     UnknownSymbol,
 )
+from fks_pipelines_tests.providers.support import assert_bars
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "binance"
 ONE_MINUTE = Interval.parse("1m")
@@ -37,20 +38,25 @@ def test_recorded_usdm_klines_parse_to_exactly_their_values() -> None:
         load("fapi_v1_klines_BTCUSDT_1m_limit3_ccxt.json"), "BTCUSDT", ONE_MINUTE
     )
 
-    validate(frame)
-    assert list(frame.columns) == list(COLUMNS)
-    assert frame["ts"].tolist() == [utc(1712738460000), utc(1712738520000), utc(1712738580000)]
-    assert frame["open"].tolist() == [71481.90, 71471.00, 71470.70]
-    assert frame["high"].tolist() == [71481.90, 71471.00, 71470.90]
-    assert frame["low"].tolist() == [71481.90, 70459.40, 70459.40]
-    assert frame["close"].tolist() == [71481.90, 70459.40, 70459.40]
-    assert frame["volume"].tolist() == [0.002, 0.120, 1.542]
-    assert frame["trades"].tolist() == [1, 9, 8]
-    # vwap is quote volume / volume: 142.96380 / 0.002, 8518.17600 / 0.120, ...
-    assert frame["vwap"].tolist() == [142.96380 / 0.002, 8518.17600 / 0.120, 108661.55840 / 1.542]
-    assert set(frame["provider"]) == {"binance"}
-    assert set(frame["symbol"]) == {"BTCUSDT"}
-    assert set(frame["interval"]) == {"1m"}
+    assert_bars(
+        frame,
+        provider="binance",
+        symbol="BTCUSDT",
+        interval="1m",
+        ts=[utc(1712738460000), utc(1712738520000), utc(1712738580000)],
+        open=[71481.90, 71471.00, 71470.70],
+        high=[71481.90, 71471.00, 71470.90],
+        low=[71481.90, 70459.40, 70459.40],
+        close=[71481.90, 70459.40, 70459.40],
+        # field 5, base units (BTC), as given
+        volume=[0.002, 0.120, 1.542],
+        # field 7, quote units (USDT), as given
+        quote_volume=[142.96380, 8518.17600, 108661.55840],
+        # vwap is quote volume / volume
+        vwap=[142.96380 / 0.002, 8518.17600 / 0.120, 108661.55840 / 1.542],
+        trades=[1, 9, 8],
+        bar_kind="traded",
+    )
 
 
 def test_recorded_spot_klines_share_the_row_format() -> None:
@@ -69,7 +75,9 @@ def test_recorded_spot_klines_share_the_row_format() -> None:
         60719.27,
     )
     assert first["volume"] == 21.63272
+    assert first["quote_volume"] == 1313200.0134041
     assert first["trades"] == 617
+    assert first["bar_kind"] == "traded"
     assert last["ts"] == utc(1634944320000)
     assert last["close"] == 60739.85
     assert last["volume"] == 0.04734
@@ -81,9 +89,32 @@ def test_recorded_hourly_klines_start_on_the_hour_after_an_unaligned_start() -> 
         load("api_v3_klines_BTCUSDT_1h_since_limit3_ccxt.json"), "BTCUSDT", Interval.parse("1h")
     )
 
-    assert frame["ts"].iloc[0] == pd.Timestamp("2024-01-30T16:00:00Z")
-    assert frame["close"].tolist() == [43488.71, 43374.80, 43361.11]
-    assert frame["trades"].tolist() == [3743, 4365, 4063]
+    assert_bars(
+        frame,
+        provider="binance",
+        symbol="BTCUSDT",
+        interval="1h",
+        ts=pd.date_range("2024-01-30T16:00:00Z", periods=3, freq="h"),
+        open=[43519.34, 43488.71, 43374.81],
+        high=[43936.00, 43832.08, 44048.00],
+        low=[43171.00, 43084.00, 43062.00],
+        close=[43488.71, 43374.80, 43361.11],
+        volume=[20.55495, 21.80865, 23.66547],
+        quote_volume=[891428.42858070, 946546.04941680, 1027527.77116170],
+        vwap=[891428.42858070 / 20.55495, 946546.04941680 / 21.80865, 1027527.77116170 / 23.66547],
+        trades=[3743, 4365, 4063],
+        bar_kind="traded",
+    )
+
+
+def test_a_bar_without_volume_has_no_vwap() -> None:
+    row = [1712738460000, "1.0", "1.0", "1.0", "1.0", "0", 1712738519999, "0", 0, "0", "0", "0"]
+
+    frame = binance.parse_klines([row], "BTCUSDT", ONE_MINUTE)
+
+    assert (frame["volume"].iloc[0], frame["quote_volume"].iloc[0]) == (0.0, 0.0)
+    assert pd.isna(frame["vwap"].iloc[0])
+    assert frame["trades"].iloc[0] == 0
 
 
 def test_rows_of_another_interval_are_refused() -> None:

@@ -26,6 +26,7 @@ from fks_pipelines_tests.providers.support import (
     KLINES,
     TICKER,
     day,
+    encode_format_1,
     fetch_one_day,
     run_children,
     runtime,
@@ -352,6 +353,50 @@ def test_a_corrupt_entry_is_dropped_refetched_and_replaced(
     assert "corrupt" in warning.getMessage()
     stored = redis_client.get(name)
     assert stored is not None and stored != garbage
+    pd.testing.assert_frame_equal(decode_frame(stored), first)
+
+
+@pytest.mark.parametrize("store", ["redis", "disk"])
+def test_an_entry_in_an_earlier_format_is_a_clean_miss(
+    server: FakeBinance,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
+    store: str,
+) -> None:
+    """After a deploy that changed the codec (format 1 had no quote_volume or bar_kind), every
+    cached window is refetched once and rewritten, without a warning: not an incident."""
+    if store == "redis":
+        settings: dict[str, Any] = {"redis_url": request.getfixturevalue("redis_url")}
+        client_ = request.getfixturevalue("redis_client")
+    else:
+        settings = {"cache_dir": tmp_path / "cache"}
+    with BinanceClient(server.url, runtime=runtime(**settings)) as client:
+        first = client.fetch_ohlcv("BTCUSDT", HOUR, *day())
+        [name] = stored_keys(settings)
+        old = encode_format_1(first)
+        if store == "redis":
+            client_.set(name, old, keepttl=True)
+        else:
+            with diskcache.Cache(str(settings["cache_dir"])) as cache:
+                cache.set(name, old)
+
+        with caplog.at_level(logging.DEBUG, logger="fks_pipelines.providers.cache"):
+            again = client.fetch_ohlcv("BTCUSDT", HOUR, *day())
+            third = client.fetch_ohlcv("BTCUSDT", HOUR, *day())
+
+        assert len(server.requests_to(KLINES)) == 2  # refetched once, then served again
+        assert (client.stats.cache_misses, client.stats.cache_hits) == (2, 1)
+    pd.testing.assert_frame_equal(again, first)
+    pd.testing.assert_frame_equal(third, first)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert any("outdated" in r.getMessage() for r in caplog.records)
+    if store == "redis":
+        stored = client_.get(name)
+    else:
+        with diskcache.Cache(str(settings["cache_dir"])) as cache:
+            stored = cache.get(name)
+    assert stored != old
     pd.testing.assert_frame_equal(decode_frame(stored), first)
 
 

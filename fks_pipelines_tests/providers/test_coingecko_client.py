@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fks_pipelines.market.frame import validate
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.providers.coingecko import (
     DEFAULT_BASE_URL,
@@ -68,12 +67,13 @@ def client(server: FakeCoinGecko) -> Iterator[CoinGeckoClient]:
 
 
 def expected_bar(server: FakeCoinGecko, day: pd.Timestamp) -> list[float]:
-    """open, high, low, close and volume of ``day`` from the server's own samples."""
+    """open, high, low, close and quote volume (the last rolling 24 h USD volume sample) of
+    ``day`` from the server's own samples."""
     start_ms = day.value // 1_000_000
     s = server.samples(start_ms, start_ms + 86_400_000)
     prices = s["prices"][s["times"] < start_ms + 86_400_000]
-    volume = s["volumes"][s["times"] < start_ms + 86_400_000][-1] / prices.mean()
-    return [prices[0], prices.max(), prices.min(), prices[-1], volume]
+    quote_volume = s["volumes"][s["times"] < start_ms + 86_400_000][-1]
+    return [prices[0], prices.max(), prices.min(), prices[-1], quote_volume]
 
 
 def test_one_day_is_one_request_with_the_key_in_its_header(
@@ -81,10 +81,23 @@ def test_one_day_is_one_request_with_the_key_in_its_header(
 ) -> None:
     frame = client.fetch_ohlcv("bitcoin", ONE_DAY, DAY, DAY + pd.Timedelta(days=1))
 
-    validate(frame)
-    assert frame["ts"].tolist() == [DAY]
-    bar = frame[["open", "high", "low", "close", "volume"]].iloc[0].tolist()
-    assert bar == pytest.approx(expected_bar(server, DAY), rel=1e-12)
+    open_, high, low, close, quote_volume = expected_bar(server, DAY)
+    support.assert_bars(
+        frame,
+        provider="coingecko",
+        symbol="bitcoin",
+        interval="1d",
+        ts=[DAY],
+        open=[open_],
+        high=[high],
+        low=[low],
+        close=[close],
+        volume=None,
+        quote_volume=[quote_volume],
+        vwap=None,
+        trades=None,
+        bar_kind="sampled",
+    )
     [request] = server.requests_to(BTC_CHART)
     assert request.query == {
         "vs_currency": "usd",
@@ -115,8 +128,9 @@ def test_long_windows_are_cut_into_runs_of_90_days(
         (seconds(start) + 90 * day_s, seconds(start) + 180 * day_s),
         (seconds(start) + 180 * day_s, seconds(end)),
     ]
-    last = frame.iloc[-1][["open", "high", "low", "close", "volume"]].tolist()
-    assert last == pytest.approx(expected_bar(server, end - pd.Timedelta(days=1)), rel=1e-12)
+    last = frame.iloc[-1][["open", "high", "low", "close", "quote_volume"]].tolist()
+    assert last == expected_bar(server, end - pd.Timedelta(days=1))
+    assert set(frame["bar_kind"]) == {"sampled"} and frame["volume"].isna().all()
 
 
 def test_days_not_ended_by_now_are_never_requested(server: FakeCoinGecko) -> None:
@@ -315,6 +329,32 @@ def test_latest_price(server: FakeCoinGecko, client: CoinGeckoClient) -> None:
         "include_last_updated_at": "true",
         "precision": "full",
     }
+
+
+@pytest.mark.parametrize(
+    ("date", "stamp"),
+    [
+        # the server's Date: when the answer (and so the price) was made
+        ("Sat, 01 Jun 2024 11:59:58 GMT", pd.Timestamp("2024-06-01T11:59:58Z")),
+        # no Date, or one that does not parse: the client's clock
+        (None, NOW),
+        ("yesterday at noon", NOW),
+        # a Date after the client's clock is not believed past it
+        ("Sat, 01 Jun 2024 12:03:00 GMT", NOW),
+    ],
+    ids=["date-header", "no-date", "malformed-date", "date-ahead-of-the-clock"],
+)
+def test_latest_price_without_its_update_time_is_as_of_the_answer(
+    server: FakeCoinGecko, client: CoinGeckoClient, date: str | None, stamp: pd.Timestamp
+) -> None:
+    answer = Response.json({"ethereum": {"usd": 3781.25}})
+    # The fake server adds its own Date unless the answer has one; an empty one is malformed.
+    answer.headers["Date"] = date if date is not None else ""
+    server.scripted.append(answer)
+
+    quote = client.latest_price("ethereum")
+
+    assert (quote.price, quote.ts) == (3781.25, stamp)
 
 
 def test_latest_price_of_an_unknown_coin(client: CoinGeckoClient) -> None:

@@ -20,6 +20,7 @@ from fks_pipelines.providers.errors import (
     Unavailable,
     UnknownSymbol,
 )
+from fks_pipelines_tests.providers.support import assert_bars
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "coingecko"
 DAY = pd.Timestamp("2024-01-05", tz="UTC")
@@ -92,7 +93,7 @@ def test_daily_samples_are_refused_not_turned_into_bars() -> None:
         )
 
 
-def test_hourly_samples_form_first_max_min_last_and_volume_in_coins() -> None:
+def test_hourly_samples_form_a_sampled_bar_with_the_24h_usd_volume_as_given() -> None:
     times = hourly_day()
     prices = 100.0 + np.arange(24.0)
     prices[5], prices[17] = 150.0, 90.0
@@ -104,14 +105,22 @@ def test_hourly_samples_form_first_max_min_last_and_volume_in_coins() -> None:
         *coingecko.parse_market_chart(payload), "bitcoin", DAY, DAY + pd.Timedelta(days=1)
     )
 
-    validate(frame)
-    [bar] = frame.to_dict("records")
-    assert bar["ts"] == DAY
-    assert (bar["open"], bar["high"], bar["low"], bar["close"]) == (100.0, 150.0, 90.0, 123.0)
-    # The 24 h USD volume at the last sample, in coins at the day's mean sampled price.
-    assert bar["volume"] == 2_400_000.0 / prices.mean()
-    assert np.isnan(bar["vwap"]) and pd.isna(bar["trades"])
-    assert (bar["provider"], bar["symbol"], bar["interval"]) == ("coingecko", "bitcoin", "1d")
+    assert_bars(
+        frame,
+        provider="coingecko",
+        symbol="bitcoin",
+        interval="1d",
+        ts=[DAY],
+        open=[100.0],
+        high=[150.0],  # the largest *sampled* price
+        low=[90.0],
+        close=[123.0],
+        volume=None,  # coins: CoinGecko states none, and USD / a mean price would be ours
+        quote_volume=[2_400_000.0],  # the rolling 24 h USD volume at the day's last sample
+        vwap=None,
+        trades=None,
+        bar_kind="sampled",
+    )
 
 
 def test_days_the_samples_do_not_cover_are_left_out() -> None:
@@ -142,7 +151,8 @@ def test_arrays_are_not_assumed_parallel_and_nulls_are_missing_samples() -> None
     frame = coingecko.daily_bars(prices, volumes, "bitcoin", DAY, DAY + pd.Timedelta(days=1))
 
     assert len(prices) == 23 and len(volumes) == 20
-    assert frame["volume"].tolist() == [4.0]
+    assert frame["quote_volume"].tolist() == [40.0]  # the last volume sample, at 19:00
+    assert frame["volume"].isna().all()
 
 
 def test_five_minute_samples_also_form_a_bar() -> None:
@@ -206,29 +216,42 @@ def test_malformed_market_chart_is_bad_payload(payload: object) -> None:
 # --- simple/price ---------------------------------------------------------------------------
 
 
+ANSWERED_AT = pd.Timestamp("2024-03-25T08:45:17Z")
+
+
 def test_openapi_simple_price_example() -> None:
     quote = coingecko.parse_simple_price(
-        load("simple_price_bitcoin_usd_full_openapi_example.json"), "bitcoin"
+        load("simple_price_bitcoin_usd_full_openapi_example.json"),
+        "bitcoin",
+        answered_at=ANSWERED_AT,
     )
     assert quote.price == 67187.3358936566
-    assert quote.ts == pd.Timestamp(1711356300, unit="s", tz="UTC")
+    assert quote.ts == pd.Timestamp(1711356300, unit="s", tz="UTC")  # last_updated_at wins
     assert (quote.provider, quote.symbol) == ("coingecko", "bitcoin")
 
 
-def test_recorded_simple_price_without_update_time_is_refused() -> None:
-    # Recorded without include_last_updated_at: a price without its time is no quote.
+@pytest.mark.parametrize("updated", ["absent", "null"])
+def test_recorded_simple_price_without_update_time_is_as_of_the_answer(updated: str) -> None:
+    # Recorded without include_last_updated_at: the price is the one current when CoinGecko
+    # answered, so the answer's time stamps it.
     payload = load("simple_price_ethereum_usd_jkorf.json")
     assert payload == {"ethereum": {"usd": 1498.64}}
-    with pytest.raises(BadPayload, match="last_updated_at"):
-        coingecko.parse_simple_price(payload, "ethereum")
+    if updated == "null":
+        payload["ethereum"]["last_updated_at"] = None
+
+    quote = coingecko.parse_simple_price(payload, "ethereum", answered_at=ANSWERED_AT)
+
+    assert (quote.price, quote.ts) == (1498.64, ANSWERED_AT)
 
 
 def test_missing_id_is_unknown_symbol() -> None:
     with pytest.raises(UnknownSymbol) as caught:
-        coingecko.parse_simple_price(load("simple_price_ethereum_usd_jkorf.json"), "nocoin")
+        coingecko.parse_simple_price(
+            load("simple_price_ethereum_usd_jkorf.json"), "nocoin", answered_at=ANSWERED_AT
+        )
     assert caught.value.status == 200
     with pytest.raises(UnknownSymbol):
-        coingecko.parse_simple_price({}, "bitcoin")
+        coingecko.parse_simple_price({}, "bitcoin", answered_at=ANSWERED_AT)
 
 
 @pytest.mark.parametrize(
@@ -237,17 +260,17 @@ def test_missing_id_is_unknown_symbol() -> None:
         {"bitcoin": {"eur": 1.0, "last_updated_at": 1711356300}},
         {"bitcoin": {"usd": "x", "last_updated_at": 1711356300}},
         {"bitcoin": {"usd": 0, "last_updated_at": 1711356300}},
-        {"bitcoin": {"usd": 1.0, "last_updated_at": None}},
         {"bitcoin": {"usd": 1.0, "last_updated_at": "2024-03-25"}},
+        {"bitcoin": {"usd": 1.0, "last_updated_at": True}},
         {"bitcoin": None},
         [1.0],
         "text",
     ],
-    ids=["no-usd", "text-price", "zero-price", "null-time", "text-time", "null", "list", "str"],
+    ids=["no-usd", "text-price", "zero-price", "text-time", "bool-time", "null", "list", "str"],
 )
 def test_malformed_simple_price_is_bad_payload(payload: object) -> None:
     with pytest.raises(BadPayload):
-        coingecko.parse_simple_price(payload, "bitcoin")
+        coingecko.parse_simple_price(payload, "bitcoin", answered_at=ANSWERED_AT)
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -270,14 +293,38 @@ def test_rate_limit_fixture_maps_to_rate_limited_with_retry_after() -> None:
     assert "exceeded the Rate Limit" in str(error)
 
 
-def test_recorded_incorrect_path_404_is_a_rejected_request() -> None:
+def test_recorded_incorrect_path_404_is_a_rejected_request_not_an_unknown_coin() -> None:
+    # The real 404 for a wrong path (the coin id in that URL was a test-harness repr): our
+    # request was wrong, which says nothing about the coin.
     body = load("error_404_incorrect_path_openbb.json")
     error = coingecko.map_error(answer(404, body), body)
     assert type(error) is RequestRejected
+    assert not isinstance(error, UnknownSymbol)
     assert (error.status, error.vendor_code) == (404, None)
     assert str(error) == (
         "coingecko: Incorrect path. Please check https://www.coingecko.com/api/ (HTTP 404)"
     )
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["coin not found", "Could not find coin with the given id", "Coin Not Found"],
+)
+def test_a_404_naming_an_unknown_coin_is_an_unknown_symbol(message: str) -> None:
+    for body in ({"error": message}, {"status": {"error_code": 404, "error_message": message}}):
+        error = coingecko.map_error(answer(404, body), body)
+        assert type(error) is UnknownSymbol, body
+        assert error.status == 404
+        assert str(error).startswith(f"coingecko: unknown coin id: {message} (HTTP 404")
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["Incorrect path. Please check https://www.coingecko.com/api/", "Not Found", "coins endpoint"],
+)
+def test_a_404_that_does_not_name_a_coin_is_not_an_unknown_symbol(message: str) -> None:
+    error = coingecko.map_error(answer(404, {"error": message}), {"error": message})
+    assert type(error) is RequestRejected
 
 
 def test_cassette_holds_the_same_404() -> None:
@@ -369,9 +416,10 @@ def test_html_502_is_unavailable() -> None:
     [
         (load("error_429_rate_limit_log_quote.json"), RateLimited),
         ({"error": {"status": {"error_code": 10002, "error_message": "x"}}}, Unauthorized),
-        ({"error": "coin not found"}, RequestRejected),
+        ({"error": "coin not found"}, UnknownSymbol),
+        ({"error": "invalid vs_currency"}, RequestRejected),
     ],
-    ids=["429-in-body", "10002-nested", "error-string"],
+    ids=["429-in-body", "10002-nested", "unknown-coin", "error-string"],
 )
 def test_error_bodies_inside_http_200_are_errors(body: object, expected: type) -> None:
     error = coingecko.check_body(body)

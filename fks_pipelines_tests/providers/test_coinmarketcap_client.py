@@ -6,7 +6,6 @@ from collections.abc import Iterator
 import pandas as pd
 import pytest
 
-from fks_pipelines.market.frame import validate
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.providers.coinmarketcap import (
     KEY_VARIABLE,
@@ -35,7 +34,7 @@ from fks_pipelines_tests.fakes.coinmarketcap import (
     expected_frame,
 )
 from fks_pipelines_tests.fakes.server import Response
-from fks_pipelines_tests.providers.support import Sleeps, runtime
+from fks_pipelines_tests.providers.support import Sleeps, assert_bars, runtime
 
 KEY = "cmc-secret-5f1d2c9a7b"
 DAY = pd.Timestamp("2024-01-05", tz="UTC")
@@ -75,12 +74,23 @@ def test_one_day_of_hourly_bars_is_one_request_of_one_credit(
 ) -> None:
     frame = client.fetch_ohlcv("1", HOURLY, DAY, DAY + pd.Timedelta(days=1))
 
-    validate(frame)
     expected = expected_frame("2024-01-05", "2024-01-06", "1h")
-    assert frame["ts"].tolist() == expected["ts"].tolist()
-    for column in ("open", "high", "low", "close", "volume"):
-        assert frame[column].tolist() == expected[column].tolist(), column
-    assert set(frame["symbol"]) == {"1"} and set(frame["interval"]) == {"1h"}
+    assert_bars(
+        frame,
+        provider="coinmarketcap",
+        symbol="1",
+        interval="1h",
+        ts=expected["ts"],
+        open=expected["open"],
+        high=expected["high"],
+        low=expected["low"],
+        close=expected["close"],
+        volume=None,  # CMC states USD turnover only
+        quote_volume=expected["quote_volume"],
+        vwap=None,
+        trades=None,
+        bar_kind="traded",
+    )
     [request] = server.requests
     assert request.path == OHLCV
     # time_start is exclusive: one period before the first bar; time_end (inclusive) is the

@@ -21,6 +21,7 @@ from fks_pipelines.providers.errors import (
     Unavailable,
     UnknownSymbol,
 )
+from fks_pipelines_tests.providers.support import assert_bars
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "coinmarketcap"
 DAILY = Interval.parse("1d")
@@ -135,18 +136,22 @@ def test_ohlcv_docs_example_shape_single_id() -> None:
     # doc-example: shape only, but its numbers must come through untouched
     frame = cmc.parse_ohlcv(load(OHLCV_DOCS), "1", DAILY)
 
-    validate(frame)
-    assert list(frame.columns) == list(COLUMNS)
-    assert frame["ts"].tolist() == [utc("2019-01-02"), utc("2019-01-03")]
-    assert frame["open"].tolist() == [3849.21640853, 3931.04863841]
-    assert frame["high"].tolist() == [3947.9812729, 3935.68513083]
-    assert frame["low"].tolist() == [3817.40949569, 3826.22287069]
-    assert frame["close"].tolist() == [3943.40933686, 3836.74131867]
-    assert frame["volume"].tolist() == [5244856835.70851, 4530215218.84018]
-    assert frame["vwap"].isna().all() and frame["trades"].isna().all()
-    assert set(frame["provider"]) == {"coinmarketcap"}
-    assert set(frame["symbol"]) == {"1"}
-    assert set(frame["interval"]) == {"1d"}
+    assert_bars(
+        frame,
+        provider="coinmarketcap",
+        symbol="1",
+        interval="1d",
+        ts=[utc("2019-01-02"), utc("2019-01-03")],
+        open=[3849.21640853, 3931.04863841],
+        high=[3947.9812729, 3935.68513083],
+        low=[3817.40949569, 3826.22287069],
+        close=[3943.40933686, 3836.74131867],
+        volume=None,  # CMC states no volume in coins
+        quote_volume=[5244856835.70851, 4530215218.84018],  # quote.USD.volume: USD turnover
+        vwap=None,
+        trades=None,
+        bar_kind="traded",
+    )
 
 
 def test_ohlcv_keyed_by_id_shape_parses_the_same() -> None:
@@ -190,10 +195,22 @@ def test_hourly_bars_open_at_time_open_and_a_missing_volume_stays_missing() -> N
 
     frame = cmc.parse_ohlcv(payload, "1", HOURLY)
 
-    assert frame["ts"].tolist() == [utc("2020-09-21T22:00"), utc("2020-09-21T23:00")]
-    assert frame["close"].tolist() == [11.0, 11.5]
-    assert pd.isna(frame["volume"].iloc[0]) and frame["volume"].iloc[1] == 250.5
-    assert set(frame["interval"]) == {"1h"}
+    assert_bars(
+        frame,
+        provider="coinmarketcap",
+        symbol="1",
+        interval="1h",
+        ts=[utc("2020-09-21T22:00"), utc("2020-09-21T23:00")],
+        open=[10.0, 10.0],
+        high=[12.0, 12.0],
+        low=[9.0, 9.0],
+        close=[11.0, 11.5],
+        volume=None,
+        quote_volume=[None, 250.5],
+        vwap=None,
+        trades=None,
+        bar_kind="traded",
+    )
 
 
 def test_empty_quotes_are_an_empty_canonical_frame() -> None:

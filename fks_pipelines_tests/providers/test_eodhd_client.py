@@ -27,7 +27,7 @@ from fks_pipelines_tests.fakes.eodhd import (
     expected_intraday,
 )
 from fks_pipelines_tests.fakes.server import Response
-from fks_pipelines_tests.providers.support import Sleeps, runtime
+from fks_pipelines_tests.providers.support import Sleeps, assert_bars, runtime
 
 KEY = "fake-eodhd-token"
 SUMMER_DAY = pd.Timestamp("2024-07-01", tz="UTC")  # a Monday, New York on EDT (UTC-4)
@@ -116,14 +116,28 @@ def test_a_day_of_5m_bars_is_one_intraday_request_in_unix_seconds(
 ) -> None:
     frame = client.fetch_ohlcv("AAPL.US", M5, day, day + ONE_DAY)
 
-    validate(frame)
     expected = expected_intraday("AAPL.US", "5m", str(day.date()), str((day + ONE_DAY).date()))
-    # 78 regular bars 09:30-15:55 New York; the 16:00 closing print (volume null) is not a bar.
-    assert len(frame) == 78
+    # 78 regular bars 09:30-15:55 New York, then the 16:00 closing print (volume null): an
+    # auction bar, its price as sent, no volume.
+    assert len(frame) == 79
     assert frame["ts"].iloc[0] == pd.Timestamp(first_bar)
-    assert frame["ts"].tolist() == expected["ts"].tolist()
-    assert frame["open"].tolist() == expected["open"].round(6).tolist()
-    assert frame["volume"].tolist() == expected["volume"].tolist()
+    assert_bars(
+        frame,
+        provider="eodhd",
+        symbol="AAPL.US",
+        interval="5m",
+        ts=expected["ts"],
+        open=expected["open"].round(6),
+        high=expected["high"].round(6),
+        low=expected["low"].round(6),
+        close=expected["close"].round(6),
+        volume=expected["volume"],
+        quote_volume=None,
+        vwap=None,
+        trades=None,
+        bar_kind=expected["bar_kind"],
+    )
+    assert frame["bar_kind"].tolist() == ["traded"] * 78 + ["auction"]
     [request] = server.requests
     assert request.path == "/api/intraday/AAPL.US"
     assert request.query == {
@@ -151,7 +165,8 @@ def test_a_window_longer_than_the_maximum_span_is_split(
 
     frame = client.fetch_ohlcv("NEWCO.US", Interval.parse("1m"), start, end)
 
-    assert len(frame) == 3 * 390
+    assert len(frame) == 3 * (390 + 1)  # three sessions of 1m bars, each with its closing print
+    assert frame["bar_kind"].value_counts().to_dict() == {"traded": 3 * 390, "auction": 3}
     assert frame["ts"].is_unique and frame["ts"].is_monotonic_increasing
     spans = [(int(r.query["from"]), int(r.query["to"])) for r in server.requests]
     day = 86400
@@ -242,7 +257,7 @@ def test_minute_limit_429_is_retried_after_retry_after(server: FakeEodhd) -> Non
     with EodhdClient(KEY, server.base_url, runtime=rt, sleep=sleeps) as client:
         frame = client.fetch_ohlcv("AAPL.US", M5, SUMMER_DAY, SUMMER_DAY + ONE_DAY)
 
-        assert len(frame) == 78
+        assert len(frame) == 79
         assert sleeps.calls == [1.0]
         assert (client.stats.retries, client.stats.requests) == (1, 2)
 

@@ -10,7 +10,7 @@ import pytest
 
 from fks_pipelines.market.frame import COLUMNS, validate
 from fks_pipelines.market.intervals import Interval
-from fks_pipelines.providers import eodhd
+from fks_pipelines.providers import eodhd, secrets
 from fks_pipelines.providers.errors import (
     BadPayload,
     QuotaExhausted,
@@ -20,6 +20,7 @@ from fks_pipelines.providers.errors import (
     Unavailable,
     UnknownSymbol,
 )
+from fks_pipelines_tests.providers.support import assert_bars
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "eodhd"
 FIVE_MINUTES = Interval.parse("5m")
@@ -41,74 +42,134 @@ def utc(seconds: int) -> pd.Timestamp:
 def test_recorded_5m_bars_parse_to_exactly_their_values() -> None:
     frame = eodhd.parse_intraday(load(RECORDED_5M), "AAPL.US", FIVE_MINUTES)
 
-    validate(frame)
-    assert list(frame.columns) == list(COLUMNS)
-    # 17 rows recorded; the 20:00Z zero-range closing print with volume null is not a bar.
-    assert frame["ts"].tolist() == [
-        utc(s)
-        for s in (
-            *range(1780320600, 1780323900 + 1, 300),
-            1780343400,
-            1780343700,
-            1780407000,
-            1780407300,
-        )
-    ]
+    # All 17 recorded rows are bars; the 20:00Z zero-range print with volume null (16:00 New
+    # York, the XNYS close on 2026-06-01) is the closing auction, kept with no volume.
+    assert_bars(
+        frame,
+        provider="eodhd",
+        symbol="AAPL.US",
+        interval="5m",
+        ts=[
+            utc(s)
+            for s in (
+                *range(1780320600, 1780323900 + 1, 300),
+                1780343400,
+                1780343700,
+                1780344000,
+                1780407000,
+                1780407300,
+            )
+        ],
+        open=[
+            309.535003, 310.010009, 309.850006, 309.549987, 310.149993, 309.400085, 310.079986,
+            309.18991, 309.820007, 309.700012, 309.619995, 308.975006, 307.540008, 306.399993,
+            306.309997, 307.459991, 309.630004,
+        ],
+        high=[
+            310.679992, 310.929992, 310.100006, 310.299987, 310.619995, 310.410003, 310.25,
+            310.119995, 309.820007, 310.149993, 309.94989, 308.98001, 307.625, 306.48001,
+            306.309997, 309.890014, 309.729888,
+        ],
+        low=[
+            308.5, 309.589996, 309.160003, 309.279998, 309.339996, 309.149993, 309.119995,
+            309.144989, 309.170013, 309.559997, 308.959991, 307.799987, 306.100006, 305.909912,
+            306.309997, 306.720001, 308.122009,
+        ],
+        close=[
+            310.029998, 309.879913, 309.525512, 310.119995, 309.399993, 310.040008, 309.190002,
+            309.795013, 309.709014, 309.609985, 308.979888, 307.839996, 306.409912, 306.320007,
+            306.309997, 309.654296, 308.570007,
+        ],
+        volume=[
+            3861073, 717238, 633466, 575764, 631506, 523833, 623325, 580451, 445256, 507673,
+            498902, 576712, 888035, 2715281, None, 2288506, 788287,
+        ],
+        quote_volume=None,
+        vwap=None,
+        trades=None,
+        bar_kind=["traded"] * 14 + ["auction"] + ["traded"] * 2,
+    )  # fmt: skip
     assert frame["ts"].iloc[0] == pd.Timestamp("2026-06-01T13:30:00Z")  # 09:30 New York (EDT)
-    assert frame["ts"].iloc[-1] == pd.Timestamp("2026-06-02T13:35:00Z")
-    assert frame["open"].tolist() == [
-        309.535003, 310.010009, 309.850006, 309.549987, 310.149993, 309.400085, 310.079986,
-        309.18991, 309.820007, 309.700012, 309.619995, 308.975006, 307.540008, 306.399993,
-        307.459991, 309.630004,
-    ]  # fmt: skip
-    assert frame["high"].tolist() == [
-        310.679992, 310.929992, 310.100006, 310.299987, 310.619995, 310.410003, 310.25,
-        310.119995, 309.820007, 310.149993, 309.94989, 308.98001, 307.625, 306.48001,
-        309.890014, 309.729888,
-    ]  # fmt: skip
-    assert frame["low"].tolist() == [
-        308.5, 309.589996, 309.160003, 309.279998, 309.339996, 309.149993, 309.119995,
-        309.144989, 309.170013, 309.559997, 308.959991, 307.799987, 306.100006, 305.909912,
-        306.720001, 308.122009,
-    ]  # fmt: skip
-    assert frame["close"].tolist() == [
-        310.029998, 309.879913, 309.525512, 310.119995, 309.399993, 310.040008, 309.190002,
-        309.795013, 309.709014, 309.609985, 308.979888, 307.839996, 306.409912, 306.320007,
-        309.654296, 308.570007,
-    ]  # fmt: skip
-    assert frame["volume"].tolist() == [
-        3861073, 717238, 633466, 575764, 631506, 523833, 623325, 580451, 445256, 507673,
-        498902, 576712, 888035, 2715281, 2288506, 788287,
-    ]  # fmt: skip
-    assert frame["vwap"].isna().all() and frame["trades"].isna().all()
-    assert set(frame["provider"]) == {"eodhd"}
-    assert set(frame["symbol"]) == {"AAPL.US"}
-    assert set(frame["interval"]) == {"5m"}
+    last_of_june_1 = frame.loc[frame["ts"] < pd.Timestamp("2026-06-02", tz="UTC")].iloc[-1]
+    assert last_of_june_1["ts"] == pd.Timestamp("2026-06-01T20:00:00Z")
+    assert last_of_june_1["close"] == 306.309997
+    assert last_of_june_1["bar_kind"] == "auction"
+    assert pd.isna(last_of_june_1["volume"])
 
 
 def test_recorded_timestamps_agree_with_their_utc_datetime_strings() -> None:
-    rows = [r for r in load(RECORDED_5M) if r["volume"] is not None]  # type: ignore[attr-defined]
+    rows = load(RECORDED_5M)
     frame = eodhd.parse_intraday(rows, "AAPL.US", FIVE_MINUTES)
-    assert frame["ts"].tolist() == [pd.Timestamp(r["datetime"], tz="UTC") for r in rows]
+    assert frame["ts"].tolist() == [pd.Timestamp(r["datetime"], tz="UTC") for r in rows]  # type: ignore[union-attr]
 
 
-def test_closing_print_is_dropped_quietly_and_other_volumeless_bars_with_a_warning(
+def test_the_closing_print_is_an_auction_bar_and_other_volumeless_bars_stay_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     payload = load(RECORDED_5M)
-    moved = {**payload[0], "timestamp": 1780300000, "volume": None}  # type: ignore[index]
+    moved = {**payload[0], "timestamp": 1780321000, "volume": None}  # type: ignore[index]
     caplog.set_level(logging.DEBUG, logger="fks_pipelines.providers.eodhd")
 
     frame = eodhd.parse_intraday([*payload, moved], "AAPL.US", FIVE_MINUTES)  # type: ignore[misc]
 
-    assert len(frame) == 16
-    assert utc(1780344000) not in set(frame["ts"]) and utc(1780300000) not in set(frame["ts"])
-    messages = {(r.levelno, r.getMessage()) for r in caplog.records}
-    assert (
-        logging.DEBUG,
-        "eodhd AAPL.US 5m: dropped 1 zero-range closing print(s) without volume",
-    ) in messages
-    assert (logging.WARNING, "eodhd AAPL.US 5m: dropped 1 bar(s) without volume") in messages
+    assert len(frame) == 18
+    kinds = dict(zip(frame["ts"], frame["bar_kind"], strict=True))
+    assert kinds[utc(1780344000)] == "auction"
+    assert kinds[utc(1780321000)] == "traded"  # a null volume is not a claim: kept, null
+    assert frame.loc[frame["ts"] == utc(1780321000), "volume"].isna().all()
+    assert (frame["bar_kind"] == "auction").sum() == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == ["eodhd AAPL.US 5m: 1 bar(s) without volume kept with a null volume"]
+
+
+def bar(ts: str, price: float = 100.0, volume: float | None = None, **prices: float) -> dict:
+    return {
+        "timestamp": int(pd.Timestamp(ts).timestamp()),
+        "open": price,
+        "high": prices.get("high", price),
+        "low": prices.get("low", price),
+        "close": price,
+        "volume": volume,
+    }
+
+
+@pytest.mark.parametrize(
+    ("row", "symbol", "kind"),
+    [
+        # winter: the XNYS close is 21:00Z
+        (bar("2024-01-05T21:00Z"), "AAPL.US", "auction"),
+        (bar("2024-01-05T20:00Z"), "AAPL.US", "traded"),
+        # 2024-07-03 is a half day: the close is 13:00 New York, 17:00Z
+        (bar("2024-07-03T17:00Z"), "AAPL.US", "auction"),
+        (bar("2024-07-03T20:00Z"), "AAPL.US", "traded"),
+        # a range is a traded bar, not a one-price print
+        (bar("2024-01-05T21:00Z", high=100.5), "AAPL.US", "traded"),
+        # a volume is stated: a traded bar
+        (bar("2024-01-05T21:00Z", volume=1200.0), "AAPL.US", "traded"),
+        # 2024-07-04 is a holiday: no session, no close
+        (bar("2024-07-04T20:00Z"), "AAPL.US", "traded"),
+        # no calendar is known for other exchanges: no bar is taken for an auction print
+        (bar("2024-01-05T16:30Z"), "BMW.XETRA", "traded"),
+    ],
+    ids=[
+        "winter-close",
+        "an-hour-early",
+        "half-day-close",
+        "half-day-full-day-close",
+        "with-a-range",
+        "with-volume",
+        "holiday",
+        "other-exchange",
+    ],
+)
+def test_only_one_price_prints_without_volume_at_the_regular_close_are_auctions(
+    row: dict, symbol: str, kind: str
+) -> None:
+    frame = eodhd.parse_intraday([row], symbol, FIVE_MINUTES)
+
+    assert frame["bar_kind"].tolist() == [kind]
+    assert frame["close"].tolist() == [row["close"]]
+    assert frame["volume"].isna().tolist() == [row["volume"] is None]
 
 
 def test_intraday_docs_example_shape() -> None:
@@ -134,13 +195,38 @@ def test_empty_intraday_answer_is_an_empty_canonical_frame() -> None:
 def test_eod_docs_example_is_raw_prices_at_the_trading_date() -> None:
     frame = eodhd.parse_eod(load("eod_AAPL.US_daily_openapi_example.json"), "AAPL.US")
 
-    validate(frame)
-    assert frame["ts"].tolist() == [
-        pd.Timestamp("2022-01-03T00:00:00Z"),
-        pd.Timestamp("2022-01-04T00:00:00Z"),
+    assert_bars(
+        frame,
+        provider="eodhd",
+        symbol="AAPL.US",
+        interval="1d",
+        ts=[pd.Timestamp("2022-01-03T00:00:00Z"), pd.Timestamp("2022-01-04T00:00:00Z")],
+        open=[177.83, 182.63],
+        high=[182.88, 182.94],
+        low=[177.71, 179.12],
+        close=[182.01, 179.7],  # raw close, not adjusted_close
+        volume=[104487900, 99310400],  # shares
+        quote_volume=None,
+        vwap=None,
+        trades=None,
+        bar_kind="traded",
+    )
+
+
+def test_a_daily_bar_without_volume_is_kept_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rows = load("eod_AAPL.US_daily_openapi_example.json")
+    rows[1]["volume"] = None  # type: ignore[index]
+
+    with caplog.at_level(logging.WARNING, logger="fks_pipelines.providers.eodhd"):
+        frame = eodhd.parse_eod(rows, "AAPL.US")
+
+    assert frame["volume"].isna().tolist() == [False, True]
+    assert frame["bar_kind"].tolist() == ["traded", "traded"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "eodhd AAPL.US 1d: 1 bar(s) without volume kept with a null volume"
     ]
-    assert frame["close"].tolist() == [182.01, 179.7]  # raw close, not adjusted_close
-    assert set(frame["interval"]) == {"1d"}
 
 
 def test_free_tier_warning_element_is_dropped_and_logged(caplog: pytest.LogCaptureFixture) -> None:
@@ -335,10 +421,20 @@ def test_official_client_forbidden_body_maps_to_unauthorized() -> None:
 
 
 def test_a_token_inside_a_json_message_is_scrubbed() -> None:
+    secrets.register(SECRET)
     body = {"message": f"Invalid token {SECRET} for /api/eod/AAPL.US?api_token={SECRET}&fmt=json"}
-    error = eodhd.map_error(answer(401), body, secret=SECRET)
+    error = eodhd.map_error(answer(401), body)
     assert SECRET not in str(error)
-    assert "api_token=***" in str(error)
+    assert str(error) == (
+        "eodhd: invalid or missing API token: Invalid token *** for "
+        "/api/eod/AAPL.US?api_token=***&fmt=json (HTTP 401)"
+    )
+
+
+def test_an_unregistered_token_in_a_query_string_is_cut() -> None:
+    body = {"message": "Invalid request /api/eod/AAPL.US?api_token=not-registered&fmt=json"}
+    error = eodhd.map_error(answer(401), body)
+    assert "not-registered" not in str(error) and "api_token=***" in str(error)
 
 
 def test_minute_limit_429_is_rate_limited_with_retry_after() -> None:

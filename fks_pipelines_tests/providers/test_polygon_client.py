@@ -65,6 +65,8 @@ def assert_bars(frame: pd.DataFrame, expected: pd.DataFrame) -> None:
     assert frame["volume"].tolist() == expected["v"].astype(float).tolist()
     assert frame["vwap"].tolist() == expected["vw"].astype(float).tolist()
     assert frame["trades"].tolist() == expected["n"].astype(int).tolist()
+    assert frame["quote_volume"].isna().all()  # Polygon states none
+    assert set(frame["bar_kind"]) <= {"traded"}
 
 
 def test_one_day_of_hourly_stock_bars_is_one_request_with_the_key_in_a_header(
