@@ -66,7 +66,7 @@ FAILURES = (
 )
 EARLIEST = pd.Timestamp("2000-01-01", tz="UTC")
 """Windows start here at the earliest: the trading calendars begin in 2000."""
-CANDLE_COLUMNS = ["ts", "open", "high", "low", "close", "volume"]
+CANDLE_COLUMNS = ["ts", "open", "high", "low", "close", "volume", "quote_volume", "bar_kind"]
 CANDLES = TypeAdapter(list[Candle])
 
 SymbolParam = Annotated[
@@ -336,9 +336,14 @@ def ohlcv(
         start=first.to_pydatetime(),
         end=last.to_pydatetime(),
         source=bars.source,
-        candles=CANDLES.validate_python(bars.frame.loc[:, CANDLE_COLUMNS].to_dict("records")),
+        candles=CANDLES.validate_python(_records(bars.frame.loc[:, CANDLE_COLUMNS])),
         validation=validation,
     )
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, object]]:
+    """Rows as dicts, a missing value as ``None`` (JSON null), never NaN."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
 
 def _validation(assessed: WindowAssessment) -> Validation:

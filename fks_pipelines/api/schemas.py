@@ -27,14 +27,26 @@ class PriceResponse(BaseModel):
 
 
 class Candle(BaseModel):
-    """One closed bar."""
+    """One closed bar. Volumes keep the unit the provider states and are never converted."""
 
     ts: datetime = Field(description="Open time of the bar (UTC).")
     open: float
     high: float
     low: float
     close: float
-    volume: float
+    volume: float | None = Field(
+        description="Traded volume in base units (coins, shares; contracts on Binance USD-M); "
+        "null where the provider states none (CoinMarketCap, CoinGecko)."
+    )
+    quote_volume: float | None = Field(
+        description="Traded value in the quote currency, e.g. USD turnover; null where the "
+        "provider states none (Polygon, EODHD, Alpha Vantage)."
+    )
+    bar_kind: Literal["traded", "sampled", "auction"] = Field(
+        description="How the bar was made: traded (the provider's bar of its trades), sampled "
+        "(formed from price samples: CoinGecko's daily bars; high and low are the extremes of "
+        "the samples) or auction (an official closing-auction print, no volume)."
+    )
 
 
 class SchemaVerdict(BaseModel):

@@ -45,8 +45,9 @@ ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 _SEVERITY_ORDER = ["none", "low", "medium", "high"]
 
 SCHEMA_DESCRIPTION = (
-    "The pandera model (types, no nulls, high >= max(open, close), low <= min(open, close), "
-    "volume >= 0) plus unique, increasing, on-grid UTC open times. Checked before writing: a "
+    "The pandera model (types, no null prices, high >= max(open, close), low <= min(open, "
+    "close), volume and quote_volume >= 0 where stated, a known bar_kind) plus unique, "
+    "increasing, on-grid UTC open times. Checked before writing: a "
     "failing run stores nothing, and nothing downstream reads the bad bars. One evaluation per "
     "partition, with a few failing rows."
 )
@@ -67,9 +68,10 @@ def provider_check_specs(
         {
             SCHEMA: SCHEMA_DESCRIPTION,
             OUTLIERS: (
-                "Close returns and log volume against a rolling robust (MAD) baseline of the "
-                "bars before them, stored history included; each partition is judged on its own "
-                "bars: high severity fails as ERROR, medium as WARN."
+                "Close returns and log volumes (base and quote, each where the provider states "
+                "it) against a rolling robust (MAD) baseline of the bars before them, stored "
+                "history included; each partition is judged on its own bars: high severity "
+                "fails as ERROR, medium as WARN."
             ),
             COMPLETENESS: COMPLETENESS_DESCRIPTION,
             FRESHNESS: freshness,

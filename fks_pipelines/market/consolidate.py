@@ -1,10 +1,18 @@
 """The consolidated ("golden") series of one instrument, built from several providers' windows.
 
 Each bar open time present in any provider's window gets one row, taken from the most preferred
-provider that has it: a gap or a failed window of the primary is filled from the next provider.
-Every row says where it came from (``source``, ``source_symbol``), how many providers had the
+provider that has a traded bar (or an auction print) there, and only when none has from the most
+preferred provider with a *sampled* one (formed from price samples, see market/frame.py): a gap
+or a failed window of the primary is filled from the next provider. Every row says where it came
+from (``source``, ``source_symbol``), how it was made (``bar_kind``), how many providers had the
 bar (``providers``) and how far the other providers' closes stray from the chosen one
-(``agreement_bps``), so that cross-provider agreement can be measured and stored.
+(``agreement_bps``), so that cross-provider agreement can be measured and stored. Closes are
+compared like with like: a sampled close (the last sample of a day) is not a traded close, so a
+traded bar is compared with the other traded bars and a sampled bar with the sampled ones.
+
+Volumes are taken with their bar, each in its own column (``volume`` in base units,
+``quote_volume`` in the quote currency), never converted: a row filled from a provider that
+states only one of them has the other null.
 """
 
 from __future__ import annotations
@@ -18,7 +26,17 @@ from fks_pipelines.market.frame import COLUMNS as CANONICAL_COLUMNS
 from fks_pipelines.market.frame import TS_DTYPE, conform
 
 KEY_COLUMNS = ("instrument", "interval", "ts")
-BAR_COLUMNS = ("open", "high", "low", "close", "volume", "vwap", "trades")
+BAR_COLUMNS = (
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "vwap",
+    "trades",
+    "bar_kind",
+)
 COLUMNS = (*KEY_COLUMNS, *BAR_COLUMNS, "source", "source_symbol", "providers", "agreement_bps")
 
 DTYPES: dict[str, object] = {
@@ -30,8 +48,10 @@ DTYPES: dict[str, object] = {
     "low": "float64",
     "close": "float64",
     "volume": "float64",
+    "quote_volume": "float64",
     "vwap": "float64",
     "trades": "Int64",
+    "bar_kind": "string",
     "source": "string",
     "source_symbol": "string",
     "providers": "int64",
@@ -77,10 +97,11 @@ def consolidate(instrument: str, interval: str, windows: Sequence[pd.DataFrame])
 
     Returns:
         A frame in :data:`DTYPES`, sorted by ``ts``: for each open time, the bar of the first
-        window that has it, with ``source``/``source_symbol`` naming that window, ``providers``
-        the number of windows having the bar and ``agreement_bps`` the largest
-        ``|close - chosen close| / chosen close * 1e4`` over the other windows (NaN when no
-        other window has the bar).
+        window that has a bar not ``sampled`` there, else of the first window that has one, with
+        ``source``/``source_symbol`` naming that window, ``providers`` the number of windows
+        having the bar and ``agreement_bps`` the largest
+        ``|close - chosen close| / chosen close * 1e4`` over the other windows whose bar is
+        sampled exactly when the chosen one is (NaN when there is none).
 
     Raises:
         ValueError: A window mixes providers or tickers, holds another interval or repeats a bar,
@@ -106,20 +127,23 @@ def consolidate(instrument: str, interval: str, windows: Sequence[pd.DataFrame])
     if not parts:
         return empty_consolidated()
 
-    stacked = pd.concat(parts, ignore_index=True).sort_values(
-        ["ts", "_rank"], kind="stable", ignore_index=True
-    )
+    stacked = pd.concat(parts, ignore_index=True)
+    stacked["_sampled"] = (stacked["bar_kind"] == "sampled").to_numpy(dtype=bool)
+    stacked = stacked.sort_values(["ts", "_sampled", "_rank"], kind="stable", ignore_index=True)
     # ts is sorted, so each open time is one contiguous run whose first row is the chosen bar.
     first = ~stacked["ts"].duplicated().to_numpy()
     starts = np.flatnonzero(first)
     group = np.cumsum(first) - 1
+    sampled = stacked["_sampled"].to_numpy()
+    alike = sampled == sampled[starts][group]
     close = stacked["close"].to_numpy(dtype="float64")
     chosen_close = close[starts][group]
-    deviation = np.abs(close - chosen_close) / chosen_close * _BPS
+    deviation = np.where(alike, np.abs(close - chosen_close) / chosen_close * _BPS, np.nan)
     # The chosen row's own deviation is 0, so the run's maximum is the others' maximum; fmax
-    # skips a NaN close rather than letting it hide the others.
+    # skips a NaN (an unlike bar, a NaN close) rather than letting it hide the others.
     largest = np.fmax.reduceat(deviation, starts)
     counts = np.diff(np.append(starts, len(stacked)))
+    alike_counts = np.add.reduceat(alike.astype(np.int64), starts)
 
     chosen = stacked.iloc[starts].reset_index(drop=True)
     out = pd.DataFrame(
@@ -131,7 +155,7 @@ def consolidate(instrument: str, interval: str, windows: Sequence[pd.DataFrame])
             "source": chosen["provider"],
             "source_symbol": chosen["symbol"],
             "providers": counts,
-            "agreement_bps": np.where(counts > 1, largest, np.nan),
+            "agreement_bps": np.where(alike_counts > 1, largest, np.nan),
         }
     )
     return conform_consolidated(out)

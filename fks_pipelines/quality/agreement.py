@@ -1,12 +1,13 @@
 """Cross-provider agreement of a consolidated series (see :mod:`fks_pipelines.market.consolidate`).
 
-Only bars that at least two providers have are *compared*; the others have no ``agreement_bps``
-and count toward ``bars`` and ``source_mix`` alone.
+Only bars that at least two providers have, made alike (traded with traded, sampled with sampled),
+are *compared*; the others have no ``agreement_bps`` and count toward ``bars``, ``source_mix``
+and ``kind_mix`` alone.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -23,6 +24,7 @@ class Agreement:
         beyond_tolerance: Compared bars whose ``agreement_bps`` exceeds ``tolerance_bps``.
         tolerance_bps: The tolerance the count was taken against.
         source_mix: Provider id -> bars taken from it, by provider id.
+        kind_mix: Bar kind (traded, sampled, auction) -> bars of that kind, by kind.
     """
 
     bars: int
@@ -32,6 +34,7 @@ class Agreement:
     beyond_tolerance: int
     tolerance_bps: float
     source_mix: dict[str, int]
+    kind_mix: dict[str, int] = field(default_factory=dict)
 
     def as_metadata(self) -> dict[str, float | int]:
         """Flat numeric metadata (plain ``int``/``float``) for an asset materialization.
@@ -50,6 +53,7 @@ class Agreement:
         if self.max_abs_dev_bps is not None:
             metadata["agreement_max_bps"] = self.max_abs_dev_bps
         metadata.update({f"source_{name}": count for name, count in self.source_mix.items()})
+        metadata.update({f"bars_{kind}": count for kind, count in self.kind_mix.items()})
         return metadata
 
 
@@ -58,7 +62,8 @@ def measure_agreement(consolidated: pd.DataFrame, tolerance_bps: float) -> Agree
 
     Args:
         consolidated: A frame from :func:`~fks_pipelines.market.consolidate.consolidate` (or read
-            back from the warehouse); uses its ``source``, ``providers`` and ``agreement_bps``.
+            back from the warehouse); uses its ``source``, ``bar_kind``, ``providers`` and
+            ``agreement_bps``.
         tolerance_bps: Deviation above which a compared bar counts as beyond tolerance, e.g.
             ``Universe.tolerance(instrument).warn_bps``.
 
@@ -71,6 +76,7 @@ def measure_agreement(consolidated: pd.DataFrame, tolerance_bps: float) -> Agree
     deviations = deviations[(consolidated["providers"] >= 2).to_numpy() & deviations.notna()]
     compared = len(deviations)
     counts = consolidated["source"].value_counts().sort_index()
+    kinds = consolidated["bar_kind"].value_counts().sort_index()
     return Agreement(
         bars=len(consolidated),
         compared=compared,
@@ -79,4 +85,5 @@ def measure_agreement(consolidated: pd.DataFrame, tolerance_bps: float) -> Agree
         beyond_tolerance=int((deviations > tolerance_bps).sum()),
         tolerance_bps=float(tolerance_bps),
         source_mix={str(name): int(count) for name, count in counts.items()},
+        kind_mix={str(kind): int(count) for kind, count in kinds.items()},
     )

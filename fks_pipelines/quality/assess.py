@@ -21,7 +21,7 @@ from fks_pipelines.quality.score import QualityScore, quality_score
 
 DETECTOR = OutlierDetector()
 """Close returns and log volume against the 48 bars before each bar (MAD, threshold 3)."""
-OUTLIER_FIELDS = ("close", "volume")
+OUTLIER_FIELDS = ("close", "volume", "quote_volume")
 RECENT = pd.Timedelta(days=2)
 """Timeliness is scored only for windows that closed less than this long ago."""
 

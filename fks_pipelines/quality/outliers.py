@@ -5,8 +5,9 @@ What is scored:
 - price fields (``open``, ``high``, ``low``, ``close``, ``vwap``): log returns from the previous
   bar of the same series, so a trending market is not "all outliers". An isolated bad print
   shows as two flagged returns: into the bad bar and out of it;
-- count fields (``volume``, ``trades``): ``log1p`` of the value, so a volume burst is judged on
-  its ratio to normal volume;
+- count fields (``volume``, ``quote_volume``, ``trades``): ``log1p`` of the value, so a volume
+  burst is judged on its ratio to normal volume; a null (a volume the provider does not state)
+  is not scored;
 - any other numeric column: its raw values.
 
 The baseline of a bar is the ``window`` bars of its series *before* it (the bar itself is left
@@ -52,7 +53,7 @@ Method = Literal["zscore", "mad", "iqr"]
 Severity = Literal["none", "low", "medium", "high"]
 
 PRICE_FIELDS = ("open", "high", "low", "close", "vwap")
-COUNT_FIELDS = ("volume", "trades")
+COUNT_FIELDS = ("volume", "quote_volume", "trades")
 MAX_LISTED = 20
 MIN_COUNT_FOR_FRACTION = 5
 

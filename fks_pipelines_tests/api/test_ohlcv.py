@@ -73,7 +73,11 @@ async def test_bars_missing_from_the_warehouse_come_from_the_provider(
     assert len(body["candles"]) == 24
     assert body["candles"][0] == {
         "ts": "2024-01-05T00:00:00Z",
-        **{k: float(expected[k].iloc[0]) for k in ("open", "high", "low", "close", "volume")},
+        **{
+            k: float(expected[k].iloc[0])
+            for k in ("open", "high", "low", "close", "volume", "quote_volume")
+        },
+        "bar_kind": "traded",
     }
     assert [c["ts"] for c in body["candles"]][-1] == "2024-01-05T23:00:00Z"
     assert len(fakes.binance.requests_to(KLINES)) == 1
@@ -173,8 +177,9 @@ async def test_validate_adds_the_verdict_of_the_asset_checks(
     validation = response.json()["validation"]
     assert validation["schema"]["passed"] is True
     assert validation["schema"]["rows"] == 24
-    close, volume = validation["outliers"]
-    assert (close["field"], close["severity"], volume["field"]) == ("close", "high", "volume")
+    close, volume, quote_volume = validation["outliers"]
+    assert (close["field"], close["severity"]) == ("close", "high")
+    assert (volume["field"], quote_volume["field"]) == ("volume", "quote_volume")
     assert close["examples"][0].startswith("BTCUSDT 2024-01-05T12:00:00+00:00")
     assert validation["completeness"]["missing"] == 0
     now = pd.Timestamp.now(tz="UTC")

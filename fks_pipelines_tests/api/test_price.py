@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from fks_pipelines.api.app import create_app
 from fks_pipelines.settings import Settings
-from fks_pipelines_tests.api.support import Fakes, served, services_of
+from fks_pipelines_tests.api.support import KEYS, Fakes, served, services_of
 from fks_pipelines_tests.fakes.server import Response
 
 pytestmark = pytest.mark.anyio
@@ -237,3 +237,58 @@ async def test_without_redis_the_price_is_cached_on_disk(fakes: Fakes, tmp_path:
 
     assert (first.json()["cached"], second.json()["cached"]) == (False, True)
     assert len(fakes.binance.requests_to(TICKER)) == 1
+
+
+@pytest.mark.parametrize(
+    ("provider", "symbol", "answer"),
+    [
+        (
+            "alpha_vantage",
+            "AAPL",
+            lambda key: Response.json(
+                {"Information": f"rate limit for key {key}; see the premium plans"}, status=401
+            ),
+        ),
+        (
+            "coinmarketcap",
+            "1",
+            lambda key: Response.json(
+                {
+                    "status": {
+                        "error_code": 1001,
+                        "error_message": f"This API Key {key} is invalid.",
+                    }
+                },
+                status=401,
+            ),
+        ),
+        (
+            "coingecko",
+            "bitcoin",
+            lambda key: Response.json(
+                {"status": {"error_code": 10002, "error_message": f"API key {key} is invalid"}},
+                status=401,
+            ),
+        ),
+    ],
+    ids=["alpha_vantage", "coinmarketcap", "coingecko"],
+)
+async def test_a_key_the_vendor_echoes_never_reaches_the_answer_or_the_log(
+    fakes: Fakes,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    provider: str,
+    symbol: str,
+    answer: object,
+) -> None:
+    key = KEYS[provider]
+    getattr(fakes, provider).scripted.append(answer(key))  # type: ignore[operator]
+    app = create_app(fakes.settings(tmp_path))
+    async with served(app) as api:
+        response = await api.get(PRICE, params={"symbol": symbol, "provider": provider})
+
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_unauthorized"
+    assert "***" in response.json()["error"]["message"]
+    assert key not in response.text
+    assert all(key not in record.getMessage() for record in caplog.records)

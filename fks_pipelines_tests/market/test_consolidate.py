@@ -237,3 +237,65 @@ def test_the_consolidated_series_reads_as_a_canonical_frame() -> None:
     assert frame["symbol"].unique().tolist() == ["BTC-USD"]
     assert frame["close"].tolist() == consolidated["close"].tolist()
     assert check_schema(frame, Interval.parse("1h")).passed
+
+
+def daily(provider: str, symbol: str, close: float, **columns: object) -> pd.DataFrame:
+    """One daily bar of 2019-01-02 at ``close``; ``columns`` are build_frame's volume columns
+    and ``bar_kind``."""
+    return build_frame(
+        provider=provider,
+        symbol=symbol,
+        interval="1d",
+        ts=pd.DatetimeIndex([pd.Timestamp("2019-01-02", tz="UTC")]),
+        open=[3800.0],
+        high=[4000.0],
+        low=[3700.0],
+        close=[close],
+        **columns,
+    )
+
+
+def test_a_traded_bar_is_preferred_to_an_earlier_providers_sampled_bar() -> None:
+    sampled = daily("coingecko", "bitcoin", 3900.0, quote_volume=[5.1e9], bar_kind="sampled")
+    traded = daily("coinmarketcap", "BTC", 3943.41, quote_volume=[5.2e9])
+
+    out = consolidate("BTC-USD", "1d", [sampled, traded])
+
+    assert out["source"].tolist() == ["coinmarketcap"]
+    assert out["bar_kind"].tolist() == ["traded"]
+    assert out["providers"].tolist() == [2]
+    # A sampled close is not a traded close: nothing like it to compare with.
+    assert out["agreement_bps"].isna().all()
+
+
+def test_sampled_bars_fill_a_day_no_provider_traded_and_are_compared_among_themselves() -> None:
+    first = daily("coingecko", "bitcoin", 4000.0, bar_kind="sampled")
+    second = daily("coinpaprika", "btc-bitcoin", 4004.0, bar_kind="sampled")
+
+    out = consolidate("BTC-USD", "1d", [first, second])
+
+    assert out["bar_kind"].tolist() == ["sampled"]
+    assert out["agreement_bps"].tolist() == pytest.approx([10.0])
+
+
+def test_a_day_mixing_providers_keeps_each_volume_in_its_unit() -> None:
+    """Binance states both volumes, CoinMarketCap USD turnover only: neither is converted."""
+    binance = daily("binance", "BTCUSDT", 3943.0, volume=[1234.5], quote_volume=[4.87e6])
+    binance = pd.concat(
+        [binance, daily("binance", "BTCUSDT", 3836.7, volume=[1500.0], quote_volume=[5.75e6])]
+    ).assign(ts=pd.DatetimeIndex(["2019-01-02", "2019-01-04"], tz="UTC"))
+    cmc = pd.concat(
+        [
+            daily("coinmarketcap", "BTC", c, quote_volume=[q])
+            for c, q in ((3943.41, 5.24e9), (3836.74, 5.0e9), (3857.72, 4.9e9))
+        ]
+    ).assign(ts=pd.date_range("2019-01-02", periods=3, freq="D", tz="UTC"))
+
+    out = consolidate("BTC-USD", "1d", [binance, cmc])
+
+    assert out["source"].tolist() == ["binance", "coinmarketcap", "binance"]
+    volume, quote = out["volume"].tolist(), out["quote_volume"].tolist()
+    assert volume[0] == 1234.5 and np.isnan(volume[1]) and volume[2] == 1500.0
+    assert quote == [4.87e6, 5.0e9, 5.75e6]
+    # Binance's closes are compared with CoinMarketCap's on the days both have.
+    assert out["agreement_bps"].notna().tolist() == [True, False, True]

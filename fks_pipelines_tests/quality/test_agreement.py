@@ -80,6 +80,7 @@ def test_a_single_provider_series_compares_nothing() -> None:
         beyond_tolerance=0,
         tolerance_bps=50.0,
         source_mix={"binance": 5},
+        kind_mix={"traded": 5},
     )
     assert "agreement_median_bps" not in agreement.as_metadata()
     assert "agreement_max_bps" not in agreement.as_metadata()
@@ -110,6 +111,7 @@ def test_metadata_is_flat_plain_numbers() -> None:
         "agreement_max_bps": pytest.approx(80.0),
         "source_binance": 20,
         "source_polygon": 4,
+        "bars_traded": 24,
     }
     for key, value in metadata.items():
         assert type(value) in (int, float), (key, type(value))

@@ -35,7 +35,7 @@ def test_a_clean_old_window_scores_without_timeliness() -> None:
 
     assert assessed.schema.passed
     assert assessed.completeness.missing == 0
-    assert [r.field for r in assessed.outliers] == ["close", "volume"]
+    assert [r.field for r in assessed.outliers] == ["close", "volume", "quote_volume"]
     assert assessed.score.score == 100.0
     assert "timeliness" not in assessed.score.parts
 
