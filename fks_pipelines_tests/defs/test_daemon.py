@@ -31,6 +31,9 @@ BIN = Path(sys.executable).parent
 SENSORS = ("ohlcv_catchup", "ohlcv_freshness", "check_alerts")
 KEYLESS_JOBS = {"ohlcv_binance_1h_job", "ohlcv_binance_1d_job", "ohlcv_coingecko_1d_job"}
 DEADLINE_S = 300
+# Past the deadline the test fails with the daemon's log; pytest-timeout (300 s per test in
+# pyproject.toml) would end it first, with only the test's own stack.
+pytestmark = pytest.mark.timeout(DEADLINE_S + 120)
 
 
 @pytest.fixture
