@@ -1,54 +1,66 @@
-"""Cached ``GET /api/v1/data/price`` under load, next to trivial FastAPI routes on the same server.
+"""``GET /api/v1/data/price`` under load next to a trivial FastAPI route, with Redis up and
+stopped.
 
-    .venv/bin/python -m bench.api_price [--seconds 10] [--connections 16] [--rounds 3]
-                                        [--redis-url redis://...] [--loader auto|wrk|python]
+    .venv/bin/python -m bench.api_price [--seconds 10] [--connections 32] [--rounds 3]
+                                        [--modes up,stopped] [--loader auto|wrk|python]
 
-Run from the repository root. One uvicorn process (one worker, uvloop and httptools as
-installed, no access log) serves the project's app (``create_app``), built from settings whose
-Binance is a local FakeBinance and whose cache and limits are in Redis (the database given, DB 14
-by default, flushed before and after), with two more routes passed through ``routers``:
-``/bench/async`` (``async def`` returning a constant) and ``/bench/sync`` (the same as a ``def``,
-run in the thread pool like the data routes). The price of ``BTC-USD`` is fetched once before
-timing and its TTL set above the run, so every timed request is a cache hit; the bench checks
-that the fake server received exactly one request.
+Run from the repository root; needs ``redis-server`` (the bench starts its own on a free port,
+so that it can stop it) and preferably ``wrk`` (Debian: ``apt-get install wrk``). One uvicorn
+process (one worker, uvloop and httptools as installed, no access log, the HTTP protocol and
+limits of ``fks-api``: :func:`fks_pipelines.api.server.protocol_options`) serves the project's
+app (``create_app``) from settings whose Binance is a local FakeBinance with its default rate
+limits (10 requests/s), the price TTL the default 2 s, and the cache and limits in that Redis;
+plus ``/bench/async``, an ``async def`` returning a constant (the **baseline**), passed through
+``routers``.
 
-Load on loopback from the same machine: ``wrk`` when installed (Debian: ``apt-get install wrk``)
-with one thread and ``--connections`` keep-alive connections, else a Python generator (asyncio,
-httpx, the same number of concurrent keep-alive connections), which costs more CPU per request
-and so measures lower; the figures say which one ran. Each round runs each route for
-``--seconds``; routes are interleaved, and the medians of the rounds are reported. Baseline: the
-``async def`` route. Ratio = price requests/s / baseline requests/s (1.0 = as fast as a route that
-does nothing); p99 latency next to it.
+Modes, each with a fresh Redis, server and fake:
+
+- ``up``: Redis serves the provider cache: every answer but one per TTL is a cache hit (the bench
+  checks the second request says ``cached``).
+- ``stopped``: the price is fetched once, then the Redis server is killed: answers come from the
+  service's own process cache, one upstream call per TTL at most (ideal: seconds / TTL per
+  round). The bench checks that ``/health`` and the answers say ``process``.
+
+Load on loopback from the same machine: ``wrk -t1 -c<connections> -d<seconds>s --latency``
+(else a Python generator, which saturates itself at a few hundred requests/s: it measures
+itself). Each round runs the baseline then the price for ``--seconds``; medians of the rounds.
+Ratio = price requests/s / baseline requests/s in the same mode. Upstream = requests the fake
+Binance received during the price runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from bench.scratch import DEFAULT_REDIS_URL, scratch_redis
 from fks_pipelines_tests.fakes.binance import FakeBinance
 
 PRICE = "/api/v1/data/price?symbol=BTC-USD"
-ROUTES = {"async route": "/bench/async", "sync route": "/bench/sync", "cached price": PRICE}
+BASELINE = "/bench/async"
+TTL_S = float(os.environ.get("BENCH_TTL_S", "2"))  # FKS_CACHE_TTL_PRICE_S
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
 class Load:
     requests_per_s: float
+    p50_ms: float
     p99_ms: float
     errors: int
     requests: int
@@ -61,21 +73,18 @@ def cpu_s(pid: int) -> float:
 
 
 def serve(port: int, binance_url: str, redis_url: str, data_dir: str) -> None:
-    """The server process: the project's app plus the trivial routes, on ``port``."""
+    """The server process: the project's app plus the trivial route, on ``port``."""
     import uvicorn
     from fastapi import APIRouter
 
     from fks_pipelines.api.app import create_app
+    from fks_pipelines.api.server import protocol_options
     from fks_pipelines.settings import Settings
 
     router = APIRouter()
 
-    @router.get("/bench/async")
+    @router.get(BASELINE)
     async def trivial_async() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @router.get("/bench/sync")
-    def trivial_sync() -> dict[str, str]:
         return {"status": "ok"}
 
     closed = f"http://127.0.0.1:{free_port()}"  # nothing else reaches out
@@ -83,20 +92,51 @@ def serve(port: int, binance_url: str, redis_url: str, data_dir: str) -> None:
         FKS_DATA_DIR=data_dir,
         FKS_BINANCE_BASE_URL=binance_url,
         REDIS_URL=redis_url,
-        FKS_CACHE_TTL_PRICE_S=3600,
+        FKS_CACHE_TTL_PRICE_S=TTL_S,
         **{
             f"FKS_{p}_BASE_URL": closed
             for p in ("POLYGON", "COINGECKO", "COINMARKETCAP", "ALPHA_VANTAGE", "EODHD")
         },
     )
-    app = create_app(settings, routers=[router])
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    app = create_app(settings, routers=[router], freeze_gc=True)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        **protocol_options(settings),
+    )
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A throwaway ``redis-server`` (no persistence) on a free port: its URL and process."""
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit("redis-server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"redis://127.0.0.1:{port}/0", process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
 
 
 def wait_until_up(base: str, timeout_s: float = 60.0) -> None:
@@ -112,6 +152,10 @@ def wait_until_up(base: str, timeout_s: float = 60.0) -> None:
         time.sleep(0.2)
 
 
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
 def with_wrk(url: str, seconds: int, connections: int) -> Load:
     result = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
@@ -119,14 +163,15 @@ def with_wrk(url: str, seconds: int, connections: int) -> Load:
         text=True,
         check=True,
     )
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", result.stdout).group(1))
-    value, unit = re.search(r"\s99%\s+([\d.]+)(us|ms|s)", result.stdout).groups()
-    p99_ms = float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-    total = int(re.search(r"(\d+) requests in", result.stdout).group(1))
-    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", result.stdout)
-    timeouts = re.search(r"Socket errors:.*?(\d+) timeout", result.stdout)
+    out = result.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = _ms(*re.search(r"\s50%\s+([\d.]+)(us|ms|s)", out).groups())
+    p99 = _ms(*re.search(r"\s99%\s+([\d.]+)(us|ms|s)", out).groups())
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    timeouts = re.search(r"Socket errors:.*?(\d+) timeout", out)
     errors = sum(int(found.group(1)) for found in (non_2xx, timeouts) if found)
-    return Load(rps, p99_ms, errors, total)
+    return Load(rps, p50, p99, errors, total)
 
 
 def with_python(url: str, seconds: int, connections: int) -> Load:
@@ -148,18 +193,73 @@ def with_python(url: str, seconds: int, connections: int) -> Load:
             await asyncio.gather(*(worker() for _ in range(connections)))
             elapsed = time.perf_counter() - began
         latencies.sort()
+        p50 = latencies[len(latencies) // 2] * 1e3
         p99 = latencies[int(0.99 * (len(latencies) - 1))] * 1e3
-        return Load(len(latencies) / elapsed, p99, errors, len(latencies))
+        return Load(len(latencies) / elapsed, p50, p99, errors, len(latencies))
 
     return asyncio.run(run())
+
+
+@dataclass(frozen=True)
+class ModeResult:
+    mode: str
+    baseline: list[Load]
+    price: list[Load]
+    cpu_us: dict[str, list[float]]
+    upstream: list[int]
+    served_from: str
+
+
+def run_mode(mode: str, args: argparse.Namespace, load: object) -> ModeResult:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with (
+        redis_server() as (redis_url, redis_process),
+        FakeBinance() as binance,
+        tempfile.TemporaryDirectory() as data_dir,
+    ):
+        command = [sys.executable, "-m", "bench.api_price", "--serve", str(port)]
+        server = subprocess.Popen([*command, binance.url, redis_url, data_dir], cwd=ROOT)
+        try:
+            wait_until_up(base)
+            first = httpx.get(f"{base}{PRICE}").json()
+            second = httpx.get(f"{base}{PRICE}").json()
+            if (first["cached"], second["cached"]) != (False, True):
+                raise SystemExit(f"the price is not served from a cache: {first}, {second}")
+            if mode == "stopped":
+                redis_process.send_signal(signal.SIGKILL)
+                redis_process.wait(timeout=10)
+                time.sleep(TTL_S + 0.1)  # the entry in the process's cache is filled on a miss
+                for _ in range(3):
+                    httpx.get(f"{base}{PRICE}")
+            served_from = httpx.get(f"{base}{PRICE}").json()["cache"]
+            health = httpx.get(f"{base}/health").json()["price_cache"]["serving"]
+            if mode == "stopped" and (served_from, health) != ("process", "process"):
+                raise SystemExit(f"with Redis stopped: answer {served_from}, health {health}")
+            baseline, price, upstream = [], [], []
+            cpu_us: dict[str, list[float]] = {"baseline": [], "price": []}
+            for _ in range(args.rounds):
+                before = cpu_s(server.pid)
+                done = load(f"{base}{BASELINE}", args.seconds, args.connections)  # type: ignore[operator]
+                cpu_us["baseline"].append((cpu_s(server.pid) - before) / done.requests * 1e6)
+                baseline.append(done)
+                calls, before = len(binance.requests), cpu_s(server.pid)
+                done = load(f"{base}{PRICE}", args.seconds, args.connections)  # type: ignore[operator]
+                cpu_us["price"].append((cpu_s(server.pid) - before) / done.requests * 1e6)
+                upstream.append(len(binance.requests) - calls)
+                price.append(done)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    return ModeResult(mode, baseline, price, cpu_us, upstream, f"{served_from} (health: {health})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="per route and round")
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
+    parser.add_argument("--modes", default="up,stopped", help="up, stopped or both")
     parser.add_argument("--loader", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--serve", nargs=4, metavar=("PORT", "BINANCE", "REDIS", "DIR"))
     args = parser.parse_args()
@@ -167,7 +267,8 @@ def main() -> None:
         port, binance_url, redis_url, data_dir = args.serve
         serve(int(port), binance_url, redis_url, data_dir)
         return
-
+    if not shutil.which("redis-server"):
+        raise SystemExit("redis-server is not installed")
     loader = args.loader
     if loader == "auto":
         loader = "wrk" if shutil.which("wrk") else "python"
@@ -175,53 +276,32 @@ def main() -> None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk); use --loader python")
     load = with_wrk if loader == "wrk" else with_python
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with (
-        scratch_redis(args.redis_url),
-        FakeBinance() as binance,
-        tempfile.TemporaryDirectory() as data_dir,
-    ):
-        command = [sys.executable, "-m", "bench.api_price", "--serve", str(port)]
-        server = subprocess.Popen(
-            [*command, binance.url, args.redis_url, data_dir],
-            cwd=Path(__file__).resolve().parent.parent,
-        )
-        try:
-            wait_until_up(base)
-            first = httpx.get(f"{base}{PRICE}").json()
-            second = httpx.get(f"{base}{PRICE}").json()
-            if (first["cached"], second["cached"]) != (False, True):
-                raise SystemExit(f"the price is not served from the cache: {first}, {second}")
-            results: dict[str, list[Load]] = {name: [] for name in ROUTES}
-            cpu_us: dict[str, list[float]] = {name: [] for name in ROUTES}
-            for _ in range(args.rounds):
-                for name, path in ROUTES.items():
-                    before = cpu_s(server.pid)
-                    done = load(f"{base}{path}", args.seconds, args.connections)
-                    cpu_us[name].append((cpu_s(server.pid) - before) / done.requests * 1e6)
-                    results[name].append(done)
-            upstream = len(binance.requests)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-
-    rps = {
-        name: statistics.median(r.requests_per_s for r in runs) for name, runs in results.items()
-    }
-    p99 = {name: statistics.median(r.p99_ms for r in runs) for name, runs in results.items()}
-    cpu = {name: statistics.median(values) for name, values in cpu_us.items()}
-    errors = sum(r.errors for runs in results.values() for r in runs)
+    results = [run_mode(mode, args, load) for mode in args.modes.split(",")]
     print(
         f"loader: {loader}, {args.connections} connections, {args.rounds} rounds of "
-        f"{args.seconds} s per route; upstream requests: {upstream}; non-200 answers: {errors}"
+        f"{args.seconds} s per route; price TTL {TTL_S:g} s; medians of the rounds"
     )
-    print(f"{'route':<14} {'requests/s':>11} {'ratio':>6} {'p99 ms':>8} {'server CPU/request':>19}")
-    for name in ROUTES:
-        print(
-            f"{name:<14} {rps[name]:>11.0f} {rps[name] / rps['async route']:>6.2f} "
-            f"{p99[name]:>8.2f} {cpu[name]:>15.0f} µs ({cpu[name] / cpu['async route']:.1f}x)"
-        )
+    print(
+        f"{'mode':<8} {'route':<9} {'req/s':>7} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'p99/p50':>7} {'CPU/req':>8} {'errors':>6} {'upstream (ideal)':>17} served from"
+    )
+    for result in results:
+        ideal = args.seconds / TTL_S
+        base_rps = statistics.median(r.requests_per_s for r in result.baseline)
+        for route, runs in (("baseline", result.baseline), ("price", result.price)):
+            rps = statistics.median(r.requests_per_s for r in runs)
+            p50 = statistics.median(r.p50_ms for r in runs)
+            p99 = statistics.median(r.p99_ms for r in runs)
+            cpu = statistics.median(result.cpu_us[route])
+            errors = sum(r.errors for r in runs)
+            upstream, served = "", ""
+            if route == "price":
+                upstream = f"{statistics.median(result.upstream):.0f} ({ideal:.0f})"
+                served = result.served_from
+            print(
+                f"{result.mode:<8} {route:<9} {rps:>7.0f} {rps / base_rps:>6.2f} {p50:>7.2f} "
+                f"{p99:>7.2f} {p99 / p50:>7.1f} {cpu:>5.0f} µs {errors:>6} {upstream:>17} {served}"
+            )
 
 
 if __name__ == "__main__":

@@ -195,6 +195,13 @@ class Settings(BaseSettings):
         description="Days a handled webhook event is kept before the sensor deletes it; 0 keeps "
         "every event.",
     )
+    webhook_store_timeout_s: float = Field(
+        default=4.0,
+        gt=0,
+        validation_alias="FKS_WEBHOOK_STORE_TIMEOUT_S",
+        description="Longest a lock or statement of the webhook intake's transactions may take "
+        "(PostgreSQL); a request is answered within about twice that plus a second.",
+    )
 
     api_host: str = Field(
         default="127.0.0.1",
@@ -215,6 +222,45 @@ class Settings(BaseSettings):
         ge=1,
         validation_alias="FKS_API_MAX_BARS",
         description="Most bars one /api/v1/data/ohlcv request may ask for.",
+    )
+    api_data_threads: int = Field(
+        default=24,
+        ge=1,
+        validation_alias="FKS_API_DATA_THREADS",
+        description="Worker threads of the data routes (their own: the webhook intake and "
+        "/health have theirs).",
+    )
+    api_intake_threads: int = Field(
+        default=8,
+        ge=1,
+        validation_alias="FKS_API_INTAKE_THREADS",
+        description="Worker threads verifying and parsing webhooks.",
+    )
+    api_thread_wait_s: float = Field(
+        default=5.0,
+        gt=0,
+        validation_alias="FKS_API_THREAD_WAIT_S",
+        description="Longest a request waits for a worker thread before a 503 with Retry-After.",
+    )
+    api_warehouse_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias="FKS_API_WAREHOUSE_TIMEOUT_S",
+        description="Longest one warehouse read of the data routes may take (PostgreSQL); "
+        "beyond it the bars come from the providers.",
+    )
+    api_max_header_bytes: int = Field(
+        default=16_384,
+        ge=1024,
+        validation_alias="FKS_API_MAX_HEADER_BYTES",
+        description="Most bytes of a request's line and headers (fks-api); beyond: 431, or 414 "
+        "for a request line over 8 KiB.",
+    )
+    api_max_headers: int = Field(
+        default=100,
+        ge=1,
+        validation_alias="FKS_API_MAX_HEADERS",
+        description="Most header fields of a request (fks-api); beyond: 431.",
     )
 
     @property

@@ -1,13 +1,14 @@
 """The HTTP service: standardised market-data routes over the same core as the Dagster assets.
 
-Start it with ``uvicorn fks_pipelines.api.app:app --port 8003`` or ``fks-api`` (host and port
-from ``FKS_API_HOST`` / ``FKS_API_PORT``). Importing this module builds the app without any I/O:
-the settings are read and the providers, Redis and the warehouse connected when the server starts
-it (the lifespan).
+Start it with ``fks-api``: uvicorn on ``FKS_API_HOST:FKS_API_PORT`` with the limits on request
+heads of :mod:`fks_pipelines.api.server` (``uvicorn fks_pipelines.api.app:app`` serves the same
+app without them). Importing this module builds the app without any I/O: the settings are read
+and the providers, Redis and the warehouse connected when the server starts it (the lifespan).
 """
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -16,8 +17,10 @@ import uvicorn
 from fastapi import APIRouter, FastAPI
 
 from fks_pipelines.api import data, ops
-from fks_pipelines.api.errors import install_error_handlers
+from fks_pipelines.api.errors import UnexpectedErrorMiddleware, install_error_handlers
 from fks_pipelines.api.metrics import PROVIDER_STATS, MetricsMiddleware
+from fks_pipelines.api.prices import PriceDesk
+from fks_pipelines.api.server import server_options
 from fks_pipelines.api.services import Services
 from fks_pipelines.api.webhooks import build_webhook_router
 from fks_pipelines.settings import Settings
@@ -32,7 +35,12 @@ Every error is `{"error": {"code": "...", "message": "..."}}` with a 4xx for a b
 """
 
 
-def create_app(settings: Settings | None = None, *, routers: Sequence[APIRouter] = ()) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    routers: Sequence[APIRouter] = (),
+    freeze_gc: bool = False,
+) -> FastAPI:
     """The FastAPI app; its services are built when it starts.
 
     Args:
@@ -40,6 +48,9 @@ def create_app(settings: Settings | None = None, *, routers: Sequence[APIRouter]
             default: read from the environment at start-up.
         routers: Further routers to serve beside the data, ops and webhook routes; they reach
             the services with the :func:`~fks_pipelines.api.services.get_services` dependency.
+        freeze_gc: Once started, move every object made so far out of the garbage collector's
+            reach (``gc.freeze``): for a process that runs the service and nothing else (the
+            module's :data:`app`), not for one that starts apps again and again (tests).
     """
 
     @asynccontextmanager
@@ -47,11 +58,25 @@ def create_app(settings: Settings | None = None, *, routers: Sequence[APIRouter]
         # Building clients and connecting Redis and the warehouse block: not on the event loop.
         services = await anyio.to_thread.run_sync(Services.start, settings or Settings())
         app.state.services = services
+        app.state.prices = PriceDesk(
+            services,
+            services.bulkheads.data,
+            lambda provider, symbol: data.latest_price(services, symbol, provider),
+            ttl_s=services.settings.cache_ttl_price_s,
+        )
         PROVIDER_STATS.attach(services.clients)
+        if freeze_gc:
+            # A full collection walked every object of pandas, SQLAlchemy and the schemas the
+            # imports made, 50-150 ms with the event loop stopped, every few seconds under load:
+            # most of the cached price's p99. They live as long as the process; only what
+            # requests make is left for the collector.
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:
             PROVIDER_STATS.detach(services.clients)
+            await app.state.prices.aclose()
             services.close()
 
     app = FastAPI(
@@ -61,6 +86,7 @@ def create_app(settings: Settings | None = None, *, routers: Sequence[APIRouter]
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(UnexpectedErrorMiddleware)  # inside the metrics: a 500 is counted
     app.add_middleware(MetricsMiddleware)
     app.include_router(data.router)
     app.include_router(ops.router)
@@ -70,10 +96,10 @@ def create_app(settings: Settings | None = None, *, routers: Sequence[APIRouter]
     return app
 
 
-app = create_app()
+app = create_app(freeze_gc=True)
 
 
 def main() -> None:
-    """``fks-api``: serve :data:`app` with uvicorn on ``FKS_API_HOST:FKS_API_PORT``."""
-    settings = Settings()
-    uvicorn.run("fks_pipelines.api.app:app", host=settings.api_host, port=settings.api_port)
+    """``fks-api``: serve :data:`app` with uvicorn on ``FKS_API_HOST:FKS_API_PORT``, with the
+    limits on request heads of :func:`~fks_pipelines.api.server.server_options`."""
+    uvicorn.run("fks_pipelines.api.app:app", **server_options(Settings()))

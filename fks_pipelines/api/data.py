@@ -1,7 +1,9 @@
 """The data routes: ``GET /api/v1/data/price`` and ``GET /api/v1/data/ohlcv``.
 
 How symbols and provider failures are handled is in :data:`SYMBOLS` and :data:`FAILURES`, which
-the OpenAPI document shows too.
+the OpenAPI document shows too. Their blocking work runs in the data routes' own worker threads
+(:mod:`fks_pipelines.api.bulkheads`); prices are coalesced and, while the shared cache is down,
+kept in process (:mod:`fks_pipelines.api.prices`).
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from datetime import datetime
 from typing import Annotated
 
 import pandas as pd
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import TypeAdapter
-from starlette.concurrency import run_in_threadpool
 
 from fks_pipelines.api.errors import ApiError
+from fks_pipelines.api.prices import PriceDesk, get_prices
 from fks_pipelines.api.schemas import (
     ERROR_RESPONSES,
     Candle,
@@ -62,7 +64,8 @@ FAILURES = (
     "Provider failures answer 502 (an error answer or an unreadable one), 503 (circuit open, "
     "rate limited, quota used up, key not configured; `Retry-After` when known) or 504 (no "
     "answer in time); a request the provider refuses as made (an interval it does not offer) "
-    'is a 422. Every error is `{"error": {"code": ..., "message": ...}}`.'
+    "is a 422. A 503 `overloaded` with `Retry-After` says the service's workers for the data "
+    'routes are all busy. Every error is `{"error": {"code": ..., "message": ...}}`.'
 )
 EARLIEST = pd.Timestamp("2000-01-01", tz="UTC")
 """Windows start here at the earliest: the trading calendars begin in 2000."""
@@ -175,6 +178,21 @@ def latest_price(services: Services, symbol: str, provider: str | None) -> Price
             :func:`provider_failure` and :func:`no_provider`).
     """
     target = resolve(services.universe, symbol, provider)
+    return fetch_price(services, target, provider)
+
+
+def price_key(universe: Universe, symbol: str, provider: str | None) -> tuple[str | None, str]:
+    """What identifies the price a request asks for: the provider's ticker with ``provider``,
+    else the canonical instrument (404 for a symbol the universe does not list)."""
+    target = resolve(universe, symbol, provider)
+    if provider is None:
+        return None, target.instrument
+    [(_, ticker)] = target.routes
+    return provider, ticker
+
+
+def fetch_price(services: Services, target: Target, provider: str | None) -> PriceResponse:
+    """The latest price of a resolved ``target`` (see :func:`latest_price`)."""
     if provider is None:
         try:
             served = services.failover.serve(
@@ -367,9 +385,10 @@ def _logged(error: ApiError) -> ApiError:
     return error
 
 
-# The routes are ``async`` and send the blocking work (Redis, providers, warehouse) to the thread
-# pool themselves: FastAPI would run a sync route's response serialisation there too, a second
-# thread hop per request (measured: about 200 µs of CPU, more than a cached lookup costs).
+# The routes are ``async`` and send the blocking work (Redis, providers, warehouse) to the data
+# bulkhead's threads themselves: FastAPI would run a sync route's response serialisation in its
+# shared pool too, a second thread hop per request (measured: about 200 µs of CPU, more than a
+# cached lookup costs), and a pool shared with the webhook intake.
 router = APIRouter(prefix="/api/v1/data", tags=["data"])
 
 
@@ -381,16 +400,21 @@ router = APIRouter(prefix="/api/v1/data", tags=["data"])
     description=(
         "The latest price from the provider cache when it holds one younger than "
         "`FKS_CACHE_TTL_PRICE_S` (`cached: true`, no upstream request), else from upstream. "
+        "Requests for the same price while one is fetched share that fetch. While the shared "
+        "cache (Redis) is unreachable, a price fetched upstream is kept in the service's own "
+        "process for the same TTL (`cache: process`). "
         f"{SYMBOLS} {FAILURES}"
     ),
 )
 async def price_route(
     symbol: SymbolParam,
-    services: Annotated[Services, Depends(get_services)],
+    prices: Annotated[PriceDesk, Depends(get_prices)],
     provider: ProviderParam = None,
-) -> PriceResponse:
-    """``GET /api/v1/data/price``."""
-    return await run_in_threadpool(latest_price, services, symbol, provider)
+) -> Response:
+    """``GET /api/v1/data/price``: the answer is rendered once per fetch and shared by every
+    request the fetch served (one dependency: each costs FastAPI a solve per request)."""
+    answer = await prices.get(price_key(prices.services.universe, symbol, provider))
+    return answer.response()
 
 
 @router.get(
@@ -431,6 +455,6 @@ async def ohlcv_route(
     validate: Annotated[bool, Query(description="Add the quality verdict (`validation`).")] = False,
 ) -> OhlcvResponse:
     """``GET /api/v1/data/ohlcv``."""
-    return await run_in_threadpool(
+    return await services.bulkheads.data.run(
         ohlcv, services, symbol, interval, start, end, provider, validate
     )

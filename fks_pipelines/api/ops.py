@@ -1,18 +1,29 @@
-"""Operational routes: ``GET /health`` and ``GET /metrics``."""
+"""Operational routes: ``GET /health`` and ``GET /metrics``.
+
+Both run their blocking work in the ``ops`` bulkhead's threads
+(:mod:`fks_pipelines.api.bulkheads`), so that they answer while the data routes or the webhook
+intake have every thread of theirs busy.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
-import anyio
-import anyio.to_thread
 import redis
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from fks_pipelines.api.schemas import ComponentHealth, HealthResponse, ProviderHealth
+from fks_pipelines.api.bulkheads import Saturated
+from fks_pipelines.api.prices import PriceDesk, get_prices
+from fks_pipelines.api.schemas import (
+    ComponentHealth,
+    HealthResponse,
+    PriceCacheHealth,
+    ProviderHealth,
+    WorkersHealth,
+)
 from fks_pipelines.api.services import WAREHOUSE_ERRORS, Services, get_services
 
 PROBE_TIMEOUT_S = 2.0
@@ -22,20 +33,25 @@ T = TypeVar("T")
 router = APIRouter(tags=["operations"])
 
 
-async def _within(probe: Callable[[], T]) -> T:
-    """``probe()`` in a worker thread, given up (TimeoutError) after :data:`PROBE_TIMEOUT_S`;
-    a sync driver call cannot be interrupted, so the thread is left to finish on its own."""
-    with anyio.fail_after(PROBE_TIMEOUT_S):
-        return await anyio.to_thread.run_sync(probe, abandon_on_cancel=True)
+async def _within(services: Services, probe: Callable[[], T]) -> T:
+    """``probe()`` in an ``ops`` thread, given up (TimeoutError) after
+    :data:`PROBE_TIMEOUT_S`; a sync driver call cannot be interrupted, so the thread is left to
+    finish on its own. Every ``ops`` thread busy counts as no answer in time."""
+    try:
+        return await services.bulkheads.ops.run(probe, timeout_s=PROBE_TIMEOUT_S)
+    except Saturated:
+        raise TimeoutError("every health probe thread is busy") from None
 
 
-async def _redis(services: Services) -> ComponentHealth:
+async def _redis(services: Services, prices: PriceDesk) -> ComponentHealth:
     if not services.redis_configured:
         return ComponentHealth(state="not_configured", detail="REDIS_URL is not set")
     try:
-        shared = await _within(services.probe_redis)
+        shared = await _within(services, services.probe_redis)
     except (redis.RedisError, TimeoutError, OSError) as exc:
+        prices.note_shared(reachable=False)
         return ComponentHealth(state="down", detail=f"no answer ({type(exc).__name__})")
+    prices.note_shared(reachable=True)
     if not shared:
         return ComponentHealth(
             state="degraded",
@@ -47,7 +63,7 @@ async def _redis(services: Services) -> ComponentHealth:
 
 async def _warehouse(services: Services) -> ComponentHealth:
     try:
-        await _within(services.probe_warehouse)
+        await _within(services, services.probe_warehouse)
     except (*WAREHOUSE_ERRORS, TimeoutError) as exc:
         return ComponentHealth(state="down", detail=f"no answer ({type(exc).__name__})")
     return ComponentHealth(state="ok", detail=services.warehouse().dialect)
@@ -89,12 +105,15 @@ def _circuits(services: Services) -> dict[str, ProviderHealth]:
         f"{PROBE_TIMEOUT_S:g} s to answer."
     ),
 )
-async def health(services: Annotated[Services, Depends(get_services)]) -> HealthResponse:
+async def health(
+    services: Annotated[Services, Depends(get_services)],
+    prices: Annotated[PriceDesk, Depends(get_prices)],
+) -> HealthResponse:
     """``GET /health``: probes Redis, the warehouse and the circuits, each within its time."""
-    redis_health = await _redis(services)
+    redis_health = await _redis(services, prices)
     warehouse = await _warehouse(services)
     try:
-        providers = await _within(lambda: _circuits(services))
+        providers = await _within(services, lambda: _circuits(services))
     except TimeoutError:
         providers = {
             provider: ProviderHealth(
@@ -117,7 +136,35 @@ async def health(services: Annotated[Services, Depends(get_services)]) -> Health
         redis=redis_health,
         warehouse=warehouse,
         providers=providers,
+        price_cache=_price_cache(prices),
+        workers=_workers(services),
     )
+
+
+def _workers(services: Services) -> dict[str, WorkersHealth]:
+    workers = {
+        bulkhead.name: WorkersHealth(
+            threads=bulkhead.threads, busy=bulkhead.busy, waiting=bulkhead.waiting
+        )
+        for bulkhead in (services.bulkheads.data, services.bulkheads.intake, services.bulkheads.ops)
+    }
+    if services.webhook_intake is not None:
+        workers["intake"].waiting_for_store = services.webhook_intake.pending
+    return workers
+
+
+def _price_cache(prices: PriceDesk) -> PriceCacheHealth:
+    serving = prices.tier()
+    if serving != "process":
+        return PriceCacheHealth(serving=serving)
+    if prices.shared_kind is None:
+        detail = "no shared cache: prices are kept in this process"
+    else:
+        detail = (
+            "the shared cache is unreachable: prices fetched upstream are kept in this "
+            "process for FKS_CACHE_TTL_PRICE_S"
+        )
+    return PriceCacheHealth(serving="process", detail=detail)
 
 
 @router.get(
@@ -134,6 +181,8 @@ async def health(services: Annotated[Services, Depends(get_services)]) -> Health
         "metrics."
     ),
 )
-def metrics() -> Response:
-    """``GET /metrics``: the default registry in Prometheus' text format."""
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+async def metrics(services: Annotated[Services, Depends(get_services)]) -> Response:
+    """``GET /metrics``: the default registry in Prometheus' text format (collecting reads the
+    circuits' shared state: in an ``ops`` thread)."""
+    text = await services.bulkheads.ops.run(generate_latest, REGISTRY)
+    return Response(text, media_type=CONTENT_TYPE_LATEST)

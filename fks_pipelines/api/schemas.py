@@ -22,7 +22,13 @@ class PriceResponse(BaseModel):
     price: float = Field(description="The latest price, in the instrument's quote currency.")
     ts: datetime = Field(description="When the provider says the price was current (UTC).")
     cached: bool = Field(
-        description="True when served from the provider cache (no upstream request)."
+        description="True when served from a cache (no upstream request for this answer)."
+    )
+    cache: Literal["redis", "disk", "process"] | None = Field(
+        default=None,
+        description="Which cache served it: redis (the provider cache every process shares), "
+        "disk (the provider cache of the machine, without Redis), process (the service's own, "
+        "while the shared cache is unreachable); null when fetched upstream.",
     )
 
 
@@ -139,6 +145,29 @@ class ProviderHealth(BaseModel):
     detail: str | None = None
 
 
+class PriceCacheHealth(BaseModel):
+    """Which cache serves latest prices now."""
+
+    serving: Literal["redis", "disk", "process"] = Field(
+        description="redis or disk: the provider cache shared with the other processes; "
+        "process: the service's own, while the shared one is unreachable (or there is none)."
+    )
+    detail: str | None = None
+
+
+class WorkersHealth(BaseModel):
+    """One bulkhead: the worker threads of one kind of work."""
+
+    threads: int
+    busy: int = Field(description="Calls running in a thread now.")
+    waiting: int = Field(description="Calls waiting for a thread now.")
+    waiting_for_store: int | None = Field(
+        default=None,
+        description="intake only: webhook requests waiting for the warehouse to store their "
+        "events (without a thread).",
+    )
+
+
 class HealthResponse(BaseModel):
     """The service is up; what it depends on may not be."""
 
@@ -147,6 +176,11 @@ class HealthResponse(BaseModel):
     redis: ComponentHealth
     warehouse: ComponentHealth
     providers: dict[str, ProviderHealth]
+    price_cache: PriceCacheHealth
+    workers: dict[str, WorkersHealth] = Field(
+        description="The worker threads of the data routes, the webhook intake and these "
+        "operational routes, each kind its own."
+    )
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -160,7 +194,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     503: {
         "model": ErrorBody,
         "description": "No provider can serve now: circuit open, rate limited, quota used up, "
-        "key not configured. Retry-After when known.",
+        "key not configured; or the service's workers are all busy (overloaded). Retry-After "
+        "when known.",
     },
     504: {"model": ErrorBody, "description": "The provider did not answer in time."},
     500: {"model": ErrorBody, "description": "A bug; the service's log has the traceback."},

@@ -5,19 +5,28 @@ runtime (cache, limiter, breaker shared through Redis with every run and backfil
 manager in the universe's priority order, and the warehouse. A client is built once because
 building one costs an HTTP connection pool and a TLS context (about 20 ms): far more than a
 cached answer.
+
+The data routes read the warehouse through an engine of their own whose statements may take at
+most ``FKS_API_WAREHOUSE_TIMEOUT_S`` on PostgreSQL (a locked table fails the read, and the bars
+come from the providers): a stalled warehouse cannot hold the data routes' threads.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import pandas as pd
 import redis
 import sqlalchemy as sa
 from fastapi import Request
+from sqlalchemy import event
 
+from fks_pipelines.api.bulkheads import Bulkheads
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.universe import Universe
 from fks_pipelines.providers.base import ProviderClient
@@ -47,6 +56,8 @@ class Services:
         clients: One long-lived client per provider of the universe that could be built.
         unconfigured: Providers that could not be built (a key not set), with the reason.
         failover: Serves canonical instruments in the universe's priority order.
+        bulkheads: The worker threads of each kind of blocking work (data routes, webhook
+            intake, health), each bounded on its own.
     """
 
     settings: Settings
@@ -54,8 +65,11 @@ class Services:
     clients: dict[str, ProviderClient]
     unconfigured: dict[str, ProviderError]
     failover: FailoverManager = field(init=False)
+    bulkheads: Bulkheads = field(init=False)
     webhook_intake: WebhookIntake | None = field(default=None, repr=False)
     _redis: redis.Redis | None = field(default=None, repr=False)
+    _reader: Warehouse | None = field(default=None, repr=False)
+    _reader_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _warn: WarnOnce = field(default_factory=lambda: WarnOnce(log), repr=False)
 
     def __post_init__(self) -> None:
@@ -64,6 +78,7 @@ class Services:
             {provider: self._lender(provider) for provider in self.universe.providers},
             self.universe.priority,
         )
+        self.bulkheads = Bulkheads.from_settings(self.settings)
 
     @classmethod
     def start(cls, settings: Settings) -> Services:
@@ -148,10 +163,28 @@ class Services:
         """Stored bars of one provider ticker in ``[start, end)``; None when the warehouse
         cannot be read."""
         try:
-            return self.warehouse().read_ohlcv(provider, interval.name, [symbol], start, end)
+            return self.reader().read_ohlcv(provider, interval.name, [symbol], start, end)
         except WAREHOUSE_ERRORS as exc:
             self.warehouse_unavailable(exc)
             return None
+
+    def reader(self) -> Warehouse:
+        """The warehouse for the data routes' reads: on PostgreSQL an engine of its own whose
+        statements time out after ``FKS_API_WAREHOUSE_TIMEOUT_S``.
+
+        Raises:
+            sqlalchemy.exc.SQLAlchemyError: The database does not answer.
+        """
+        warehouse = self.warehouse()  # the tables exist
+        if warehouse.dialect != "postgresql":
+            return warehouse  # SQLite's readers are never blocked by its writer (WAL)
+        with self._reader_lock:
+            if self._reader is None:
+                engine = sa.create_engine(warehouse.engine.url, pool_pre_ping=True)
+                limit = max(1, round(self.settings.api_warehouse_timeout_s * 1000))
+                event.listen(engine, "connect", _statement_timeout(limit))
+                self._reader = Warehouse(engine)
+            return self._reader
 
     def probe_warehouse(self) -> None:
         """One round trip to the warehouse; raises what the database raised."""
@@ -181,6 +214,20 @@ class Services:
             client.close()
         if self._redis is not None:
             self._redis.close()
+        if self._reader is not None:
+            self._reader.engine.dispose()
+
+
+def _statement_timeout(limit_ms: int) -> Callable[[Any, object], None]:
+    """A ``connect`` listener giving every new connection ``statement_timeout`` (a ``SET`` of
+    the session, so no option of the URL, such as a ``search_path``, is replaced)."""
+
+    def on_connect(dbapi_connection: Any, _record: object) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET statement_timeout = {int(limit_ms)}")
+        dbapi_connection.commit()
+
+    return on_connect
 
 
 def intake_from_settings(settings: Settings) -> WebhookIntake:
@@ -191,7 +238,12 @@ def intake_from_settings(settings: Settings) -> WebhookIntake:
         if settings.redis_url
         else None
     )
-    return WebhookIntake(settings.webhook_secret, settings.resolved_warehouse_url, stream)
+    return WebhookIntake(
+        settings.webhook_secret,
+        settings.resolved_warehouse_url,
+        stream,
+        store_timeout_s=settings.webhook_store_timeout_s,
+    )
 
 
 async def get_services(request: Request) -> Services:

@@ -2,30 +2,37 @@
 
 The route reads the raw body itself (the signature covers its exact bytes), refusing more than
 :data:`MAX_BODY_BYTES` both from ``Content-Length`` up front and while the body streams in (a
-chunked body has no length). The intake (:mod:`fks_pipelines.webhooks.intake`) does the rest in
-a worker thread, since the warehouse and Redis clients block. Every outcome is counted in
+chunked body has no length). The intake (:mod:`fks_pipelines.webhooks.intake`) verifies and
+parses it in one of the intake's own worker threads (the ``intake`` bulkhead, see
+:mod:`fks_pipelines.api.bulkheads`), then the route waits for the writer thread to store it
+without holding a thread: a stalled warehouse holds the intake's requests, never the threads of
+the data routes or of ``/health``. Every outcome is counted in
 ``fks_webhook_events_total{provider,outcome}`` in the default Prometheus registry (accepted and
 duplicate per event, refusals per request; a provider not served is counted as ``unknown``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Request
 from prometheus_client import Counter
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
+from fks_pipelines.api.bulkheads import Bulkhead, Saturated
 from fks_pipelines.api.errors import ApiError, ErrorBody
 from fks_pipelines.warehouse.webhook_events import Receipt
 from fks_pipelines.webhooks import signing
-from fks_pipelines.webhooks.events import EXAMPLES, SHAPES, SOURCES, EventError
+from fks_pipelines.webhooks.events import EXAMPLES, SHAPES, SOURCES, EventError, WebhookEvent
 from fks_pipelines.webhooks.intake import IntakeDisabled, WebhookIntake
-from fks_pipelines.webhooks.writer import StorageUnavailable
+from fks_pipelines.webhooks.writer import EventRejected, StorageUnavailable
 
 MAX_BODY_BYTES = 1 << 20
+INTAKE_THREADS = 8
+"""Threads of the intake's own bulkhead when the router is given an intake (not the app's)."""
 
 WEBHOOK_EVENTS = Counter(
     "fks_webhook_events",
@@ -48,14 +55,20 @@ class BatchReceipt(BaseModel):
     events: list[EventReceipt]
 
 
-def build_webhook_router(intake: WebhookIntake | None = None) -> APIRouter:
+def build_webhook_router(
+    intake: WebhookIntake | None = None, bulkhead: Bulkhead | None = None
+) -> APIRouter:
     """The webhook route; mount it on an app with the JSON error handlers.
 
     Args:
         intake: The intake to serve; by default the one the app's services built at start-up
             (:class:`~fks_pipelines.api.services.Services`), as :func:`create_app` mounts it.
+        bulkhead: The worker threads that verify and parse; by default the services' ``intake``
+            bulkhead, or one of :data:`INTAKE_THREADS` of the router's own with ``intake``.
     """
     router = APIRouter(tags=["webhooks"])
+    if bulkhead is None and intake is not None:
+        bulkhead = Bulkhead("intake", INTAKE_THREADS, wait_s=5.0)
 
     @router.post(
         "/webhooks/{provider}",
@@ -69,10 +82,16 @@ def build_webhook_router(intake: WebhookIntake | None = None) -> APIRouter:
             401: {"model": ErrorBody, "description": "Missing, bad or stale signature."},
             404: {"model": ErrorBody, "description": "No webhook for this provider."},
             413: {"model": ErrorBody, "description": "The body is over 1 MiB."},
-            422: {"model": ErrorBody, "description": "Not an event of this provider's shape."},
+            422: {
+                "model": ErrorBody,
+                "description": "Not an event of this provider's shape, or a field out of range "
+                "(times in the years 2000-2100, finite numbers).",
+            },
             503: {
                 "model": ErrorBody,
-                "description": "No webhook secret configured, or the store is down: retry.",
+                "description": "No webhook secret configured (webhooks_disabled), the store is "
+                "down or did not answer in time (storage_unavailable), or the intake is "
+                "saturated (overloaded): retry after Retry-After.",
             },
         },
         openapi_extra={"requestBody": _REQUEST_BODY},
@@ -102,16 +121,27 @@ def build_webhook_router(intake: WebhookIntake | None = None) -> APIRouter:
                 f"no webhook for {provider[:40]!r}; known: {', '.join(SOURCES)}",
             )
         try:
-            _check_length(request.headers.get("content-length"))
             serving = intake if intake is not None else _app_intake(request)
+            workers = bulkhead if bulkhead is not None else _app_bulkhead(request)
+            retry = {"Retry-After": str(serving.retry_after_s)}
+            _check_length(request.headers.get("content-length"))
             timestamp = serving.check_timestamp(x_fks_timestamp)
             body = await _read_body(request)
-            ack = await run_in_threadpool(
-                serving.receive, provider, timestamp, x_fks_signature, body
-            )
+            if serving.saturated:
+                raise ApiError(  # counted below, as every ApiError
+                    503,
+                    "overloaded",
+                    f"{serving.max_pending} webhook requests are waiting for the store already",
+                    retry,
+                )
+            delivery = await workers.run(serving.accept, provider, timestamp, x_fks_signature, body)
+            stored = await _stored(serving, delivery.events)
         except ApiError as exc:
             WEBHOOK_EVENTS.labels(provider, exc.code).inc()
             raise
+        except Saturated as exc:
+            headers = {"Retry-After": exc.retry_after}
+            raise _refused(provider, 503, "overloaded", str(exc), headers) from None
         except IntakeDisabled as exc:
             raise _refused(provider, 503, "webhooks_disabled", str(exc)) from None
         except signing.SignatureError as exc:
@@ -120,26 +150,46 @@ def build_webhook_router(intake: WebhookIntake | None = None) -> APIRouter:
             if exc.kind == "malformed":
                 raise _refused(provider, 400, "malformed_json", exc.message) from None
             raise _refused(provider, 422, "invalid_event", exc.message) from None
+        except EventRejected as exc:
+            raise _refused(provider, 422, "invalid_event", str(exc)) from None
         except StorageUnavailable as exc:
-            raise _refused(provider, 503, "storage_unavailable", str(exc)) from None
-        for receipt in ack.receipts:
+            raise _refused(provider, 503, "storage_unavailable", str(exc), retry) from None
+        for receipt in stored:
             WEBHOOK_EVENTS.labels(provider, "duplicate" if receipt.duplicate else "accepted").inc()
-        receipts = [_receipt(r) for r in ack.receipts]
-        return BatchReceipt(events=receipts) if ack.batch else receipts[0]
+        receipts = [_receipt(r) for r in stored]
+        return BatchReceipt(events=receipts) if delivery.batch else receipts[0]
 
     return router
+
+
+async def _stored(intake: WebhookIntake, events: Sequence[WebhookEvent]) -> list[Receipt]:
+    """The receipts of ``events`` once the writer stored them, waited for without a thread;
+    given up after the intake's ``wait_s`` (events still queued are then dropped)."""
+    done = intake.submit(events)
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(done), intake.wait_s)
+    except TimeoutError:
+        raise StorageUnavailable(
+            f"the event store did not answer within {intake.wait_s:.0f} s"
+        ) from None
 
 
 def _app_intake(request: Request) -> WebhookIntake:
     intake: WebhookIntake | None = request.app.state.services.webhook_intake
     if intake is None:
-        raise IntakeDisabled("the service was started without a webhook intake")
+        raise ApiError(503, "webhooks_disabled", "the service was started without a webhook intake")
     return intake
 
 
-def _refused(provider: str, status: int, code: str, message: str) -> ApiError:
+def _app_bulkhead(request: Request) -> Bulkhead:
+    return request.app.state.services.bulkheads.intake
+
+
+def _refused(
+    provider: str, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> ApiError:
     WEBHOOK_EVENTS.labels(provider, code).inc()
-    return ApiError(status, code, message)
+    return ApiError(status, code, message, headers)
 
 
 def _receipt(receipt: Receipt) -> EventReceipt:

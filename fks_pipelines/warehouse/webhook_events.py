@@ -8,6 +8,12 @@ looked up in the same transaction.
 ``seq`` numbers events in arrival order. The webhook sensor reads the events after its cursor
 *and* any still ``pending`` below it: on PostgreSQL a sequence number is drawn when an insert
 starts, so a transaction that commits late can land below numbers already read.
+
+The intake's writes wait a bounded time (``timeout_s``: PostgreSQL's ``lock_timeout`` and
+``statement_timeout`` for their transaction): a table locked by a migration or a long
+maintenance statement fails them in time to answer the sender 503 "retry later", well within
+the sender's own timeout, instead of holding the intake for as long as the lock lasts. On SQLite
+the wait for the write lock is the connection's busy timeout.
 """
 
 from __future__ import annotations
@@ -85,10 +91,18 @@ _SUMMARY = (
 
 
 class WebhookEventStore:
-    """The ``webhook_events`` table of one warehouse."""
+    """The ``webhook_events`` table of one warehouse.
 
-    def __init__(self, warehouse: Warehouse) -> None:
+    Args:
+        warehouse: Where the table is.
+        timeout_s: Longest one of the intake's transactions (:meth:`add`,
+            :meth:`mark_published`) waits for a lock or a statement on PostgreSQL; ``None``
+            waits as long as the database does.
+    """
+
+    def __init__(self, warehouse: Warehouse, timeout_s: float | None = None) -> None:
         self.warehouse = warehouse
+        self.timeout_s = timeout_s
         dialect = postgresql if warehouse.dialect == "postgresql" else sqlite
         table = webhook_events
         # The intake's statements, built once with bound parameters: building a statement per
@@ -137,6 +151,7 @@ class WebhookEventStore:
             for e in events
         ]
         with self.warehouse.transaction(f"storing {len(rows)} webhook events") as conn:
+            self._bound(conn)
             inserted = {row.id: row.seq for row in conn.execute(self._insert, rows)}
             skipped = [e for e in events if e.id not in inserted]
             twins = self._twins(conn, skipped) if skipped else []
@@ -153,6 +168,21 @@ class WebhookEventStore:
             twin = by_id.get(event.id) or by_hash[event.payload_hash]
             receipts.append(Receipt(twin.id, twin.seq, True, twin.published))
         return receipts
+
+    def _bound(self, conn: sa.Connection) -> None:
+        """Give this transaction :attr:`timeout_s` to wait for locks and statements (one round
+        trip; ``SET LOCAL`` ends with the transaction, so the pooled connection keeps its own
+        settings)."""
+        if self.timeout_s is None or self.warehouse.dialect != "postgresql":
+            return
+        limit = f"{max(1, round(self.timeout_s * 1000))}ms"
+        conn.execute(
+            sa.text(
+                "SELECT set_config('lock_timeout', :limit, true), "
+                "set_config('statement_timeout', :limit, true)"
+            ),
+            {"limit": limit},
+        )
 
     @staticmethod
     def _twins(conn: sa.Connection, events: Sequence[WebhookEvent]) -> list[sa.Row[Any]]:
@@ -172,6 +202,7 @@ class WebhookEventStore:
     def mark_published(self, seqs: Iterable[int]) -> None:
         """Record that the events ``seqs`` are in the Redis stream."""
         with self.warehouse.transaction("marking webhook events published") as conn:
+            self._bound(conn)
             if self.warehouse.dialect == "postgresql":
                 # The flag only spares a second publication: losing it in a crash is harmless
                 # (delivery is at least once), so this commit does not wait for the WAL flush.

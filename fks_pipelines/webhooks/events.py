@@ -16,18 +16,28 @@ Every event gets an id: the provider's own identity where it has one (Binance: s
 interval, kline open and event time; Polygon: symbol and window start), the sender's ``id`` for
 the generic shape, else a hash of the canonical payload. The payload hash (SHA-256 of the
 canonical JSON: sorted keys, no spaces) identifies a re-delivery even under another id.
+
+Bounds: whatever is parsed must be storable, so that a signed body is either stored or refused
+as the sender's fault (422 naming the field), never a server error or a "retry later". Times
+(bar and event times, generic windows) lie in the years 2000-2100 (:data:`EARLIEST`,
+:data:`LATEST`): the partitions of the assets begin in 2000, and anything outside Python's
+years 1-9999 overflowed when made into a datetime. Numbers anywhere in the payload are finite
+(JSON's ``1e400`` parses as infinity, which PostgreSQL's jsonb refuses), prices also when sent
+as strings.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -35,14 +45,44 @@ from pydantic import (
     StrictBool,
     StrictInt,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
 SOURCES = ("binance", "polygon", "generic")
 
-# Unix milliseconds up to the last instant Python's datetime holds (9999-12-31).
-Millis = Annotated[StrictInt, Field(ge=0, le=253_402_300_799_999)]
-Price = Annotated[Decimal, Field(allow_inf_nan=False)]
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+"""No time of an event lies before this (the assets' partitions begin in 2000)."""
+LATEST = datetime(2101, 1, 1, tzinfo=UTC)
+"""Every time of an event lies before this: the years 2000-2100."""
+EARLIEST_MS = int(EARLIEST.timestamp() * 1000)
+LATEST_MS = int(LATEST.timestamp() * 1000)
+
+
+def _finite(value: Decimal) -> Decimal:
+    """A price as a string may be a decimal no float holds (``"1e400"``): refused like the
+    number ``1e400``."""
+    if not math.isfinite(float(value)):
+        raise ValueError("the number is out of range (beyond ±1.8e308)")
+    return value
+
+
+def _in_years(ms: int) -> int:
+    if not EARLIEST_MS <= ms < LATEST_MS:
+        raise ValueError(
+            f"{ms} ms is out of range: times lie in the years 2000-2100 "
+            f"([{EARLIEST_MS}, {LATEST_MS}) ms since 1970)"
+        )
+    return ms
+
+
+# Unix milliseconds within the years 2000-2100 (see the module).
+Millis = Annotated[
+    StrictInt,
+    AfterValidator(_in_years),
+    Field(json_schema_extra={"minimum": EARLIEST_MS, "exclusiveMaximum": LATEST_MS}),
+]
+Price = Annotated[Decimal, Field(allow_inf_nan=False), AfterValidator(_finite)]
 Number = Annotated[float, Field(allow_inf_nan=False)]
 Symbol = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][\w:./\-]*$")]
 IntervalName = Annotated[str, Field(min_length=2, max_length=8, pattern=r"^[0-9]+[A-Za-z]$")]
@@ -185,6 +225,17 @@ class GenericEvent(BaseModel):
     start: AwareDatetime = Field(description="Window start (ISO-8601 with offset).")
     end: AwareDatetime = Field(description="Window end, exclusive.")
 
+    @field_validator("start", "end")
+    @classmethod
+    def _in_range(cls, value: datetime) -> datetime:
+        # Compared before any conversion: year 1 at +01:00 has no UTC datetime to convert to.
+        if not EARLIEST <= value <= LATEST:
+            raise ValueError(
+                f"{value.isoformat()} is out of range: times lie in the years 2000-2100 "
+                f"([{EARLIEST:%Y-%m-%dT%H:%MZ}, {LATEST:%Y-%m-%dT%H:%MZ}])"
+            )
+        return value
+
     @model_validator(mode="after")
     def _window(self) -> GenericEvent:
         if self.end <= self.start:
@@ -271,8 +322,8 @@ def canonical_hash(payload: dict[str, Any], where: str = "") -> str:
     """SHA-256 hex of ``payload`` as canonical JSON (sorted keys, no spaces, UTF-8).
 
     Raises:
-        EventError: The payload is nested deeper than :data:`MAX_DEPTH`, or holds text no
-            database stores (a NUL or a lone surrogate).
+        EventError: The payload is nested deeper than :data:`MAX_DEPTH`, or holds what no
+            database stores: a NUL or a lone surrogate in text, a number that is not finite.
     """
     _check_storable(payload, where)
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -283,22 +334,44 @@ def canonical_hash(payload: dict[str, Any], where: str = "") -> str:
     return hashlib.sha256(encoded).hexdigest()
 
 
+_Path = tuple[Any, str | int] | None
+"""Where a value sits in the event, as a chain of (parent path, key or index)."""
+
+
 def _check_storable(payload: object, where: str) -> None:
-    """Refuse what the warehouse could not store: PostgreSQL's jsonb takes no NUL, and a deep
-    document would exhaust the recursion of the JSON encoders further down the stack."""
-    stack = [(payload, 0)]
+    """Refuse what the warehouse could not store: PostgreSQL's jsonb takes no NUL and no
+    infinite number (JSON's ``1e400`` parses as one), and a deep document would exhaust the
+    recursion of the JSON encoders further down the stack. The refusal names the field."""
+    stack: list[tuple[object, int, _Path]] = [(payload, 0, None)]
     while stack:
-        item, depth = stack.pop()
+        item, depth, path = stack.pop()
         if depth > MAX_DEPTH:
             raise EventError("invalid", f"{where}the event is nested deeper than {MAX_DEPTH}")
         if isinstance(item, str):
             if "\x00" in item:
-                raise EventError("invalid", f"{where}the event contains a NUL character")
+                raise EventError("invalid", f"{where}{_field(path)}contains a NUL character")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise EventError(
+                    "invalid",
+                    f"{where}{_field(path)}a number out of range (beyond ±1.8e308): numbers "
+                    "must be finite",
+                )
         elif isinstance(item, dict):
-            stack.extend((key, depth) for key in item)
-            stack.extend((value, depth + 1) for value in item.values())
+            stack.extend((key, depth, path) for key in item)
+            stack.extend((value, depth + 1, (path, key)) for key, value in item.items())
         elif isinstance(item, list):
-            stack.extend((value, depth + 1) for value in item)
+            stack.extend((value, depth + 1, (path, i)) for i, value in enumerate(item))
+
+
+def _field(path: _Path) -> str:
+    """``k.q: `` for the path of ``payload["k"]["q"]``, ``a[2].b: `` with a list on the way."""
+    parts: list[str] = []
+    while path is not None:
+        path, key = path
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+    text = "".join(reversed(parts)).removeprefix(".")
+    return f"{text}: " if text else "the event "
 
 
 def _event(source: str, model: BaseModel, payload: dict[str, Any], where: str) -> WebhookEvent:

@@ -15,6 +15,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from fks_pipelines.api.server import protocol_options
 from fks_pipelines.api.services import Services
 from fks_pipelines.settings import Settings
 from fks_pipelines_tests.fakes.alpha_vantage import FakeAlphaVantage
@@ -112,10 +113,15 @@ def services_of(app: FastAPI) -> Services:
 
 
 @contextmanager
-def uvicorn_server(app: FastAPI) -> Iterator[str]:
-    """``app`` served by uvicorn on a free loopback port in a thread; yields its base URL."""
+def uvicorn_server(app: FastAPI, settings: Settings | None = None) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port in a thread, with ``fks-api``'s HTTP
+    protocol and the limits on request heads of ``settings`` (default: the defaults); yields
+    its base URL."""
+    options = protocol_options(settings or Settings())
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
+        uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_level="warning", access_log=False, **options
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -33,6 +33,7 @@ async def test_a_canonical_instrument_is_served_by_the_first_provider_in_priorit
         "price": pytest.approx(body["price"]),
         "ts": "2030-01-01T00:00:00Z",
         "cached": False,
+        "cache": None,
     }
     assert isinstance(body["price"], float)
     assert len(fakes.binance.requests_to(TICKER)) == 1
@@ -45,6 +46,7 @@ async def test_a_second_call_within_the_ttl_makes_no_upstream_request(
     second = await api.get(PRICE, params={"symbol": "ETH-USD"})
 
     assert (first.json()["cached"], second.json()["cached"]) == (False, True)
+    assert (first.json()["cache"], second.json()["cache"]) == (None, "redis")
     assert second.json()["price"] == first.json()["price"]
     assert len(fakes.binance.requests_to(TICKER)) == 1
     assert fakes.requests() == 1
@@ -236,6 +238,7 @@ async def test_without_redis_the_price_is_cached_on_disk(fakes: Fakes, tmp_path:
         second = await api.get(PRICE, params={"symbol": "SOL-USD"})
 
     assert (first.json()["cached"], second.json()["cached"]) == (False, True)
+    assert second.json()["cache"] == "disk"
     assert len(fakes.binance.requests_to(TICKER)) == 1
 
 

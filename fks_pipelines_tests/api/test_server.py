@@ -70,12 +70,17 @@ def test_the_console_script_serves_on_the_configured_port(tmp_path: Path) -> Non
             price = httpx.get(
                 f"http://127.0.0.1:{port}/api/v1/data/price", params={"symbol": "SOL-USD"}
             )
+            # The console script serves with the limits on request heads.
+            crowded = httpx.get(
+                f"http://127.0.0.1:{port}/health", headers={f"X-{i}": "1" for i in range(150)}
+            )
         finally:
             process.send_signal(signal.SIGINT)
             output = process.communicate(timeout=30)[0].decode()
 
     assert health.json()["providers"]["polygon"]["configured"] is False
     assert (price.status_code, price.json()["provider"]) == (200, "binance"), output
+    assert (crowded.status_code, crowded.json()["error"]["code"]) == (431, "too_many_headers")
     assert f"Uvicorn running on http://127.0.0.1:{port}" in output
     assert process.returncode == 0
 
@@ -112,7 +117,19 @@ def test_importing_the_app_opens_no_connection() -> None:
     assert result.stdout.strip() == "imported"
 
 
-@pytest.mark.parametrize("variable", ["FKS_API_PORT", "FKS_API_MAX_BARS"])
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "FKS_API_PORT",
+        "FKS_API_MAX_BARS",
+        "FKS_API_DATA_THREADS",
+        "FKS_API_INTAKE_THREADS",
+        "FKS_API_THREAD_WAIT_S",
+        "FKS_API_MAX_HEADER_BYTES",
+        "FKS_API_MAX_HEADERS",
+        "FKS_WEBHOOK_STORE_TIMEOUT_S",
+    ],
+)
 def test_api_settings_refuse_nonsense(variable: str) -> None:
     with pytest.raises(ValidationError, match=variable):
         Settings(**{variable: 0})

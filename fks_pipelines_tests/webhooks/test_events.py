@@ -4,9 +4,11 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
 
 from fks_pipelines.webhooks.events import EventError, canonical_hash, parse_events
 from fks_pipelines_tests.webhooks.samples import BINANCE_DOCS_KLINE, GENERIC, POLYGON_DOCS_AM, body
+from fks_pipelines_tests.webhooks.strategies import YEAR_9999_MS, signed_bodies
 
 
 def test_a_binance_kline_event() -> None:
@@ -153,3 +155,96 @@ def test_nesting_within_the_limit_is_kept() -> None:
     [event] = parse_events("polygon", body({**POLYGON_DOCS_AM, "extra": nested})).events
 
     assert event.payload["extra"] == nested
+
+
+@pytest.mark.parametrize(
+    ("source", "payload", "field"),
+    [
+        ("binance", kline(T=YEAR_9999_MS), "k.T"),
+        ("binance", kline(t=0, T=59_999), "k.t"),
+        ("binance", kline(t=946684799000, T=946684859000), "k.t"),  # 1999-12-31 23:59:59
+        ("binance", {**BINANCE_DOCS_KLINE, "E": YEAR_9999_MS}, "E"),
+        ("binance", kline(t=4133980800000, T=4133980859999), "k.t"),  # 2101-01-01
+        ("polygon", {**POLYGON_DOCS_AM, "s": YEAR_9999_MS - 60_000, "e": YEAR_9999_MS}, "s"),
+        ("generic", {**GENERIC, "start": "0001-01-01T00:00:00+01:00"}, "start"),
+        ("generic", {**GENERIC, "end": "9999-12-31T23:00:00-05:00"}, "end"),
+        ("generic", {**GENERIC, "start": "1999-12-31T23:59:59Z"}, "start"),
+        ("generic", {**GENERIC, "end": "2101-01-01T00:00:01Z"}, "end"),
+    ],
+)
+def test_a_time_outside_the_years_2000_to_2100_is_refused_naming_the_field(
+    source: str, payload: object, field: str
+) -> None:
+    """Such times made ``OverflowError: date value out of range`` (a 500 and a reset
+    connection) or stored nonsense; the partitions begin in 2000."""
+    with pytest.raises(EventError) as refused:
+        parse_events(source, body(payload))
+
+    assert refused.value.kind == "invalid"
+    assert f"{field}: " in refused.value.message
+    assert "2000-2100" in refused.value.message
+
+
+def test_the_edges_of_the_range_are_accepted() -> None:
+    first = kline(t=946684800000, T=946684859999)  # 2000-01-01 00:00, a minute bar
+    last = kline(t=4133980740000, T=4133980799999)  # 2100-12-31 23:59, a minute bar
+    window = {**GENERIC, "start": "2000-01-01T00:00:00Z", "end": "2101-01-01T00:00:00Z"}
+
+    [a] = parse_events("binance", body(first)).events
+    [b] = parse_events("binance", body(last)).events
+    [c] = parse_events("generic", body(window)).events
+
+    assert a.start == datetime(2000, 1, 1, tzinfo=UTC)
+    assert b.end == datetime(2101, 1, 1, tzinfo=UTC)
+    assert (c.start, c.end) == (datetime(2000, 1, 1, tzinfo=UTC), datetime(2101, 1, 1, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(
+    ("source", "payload", "number", "field"),
+    [
+        ("binance", kline(q="N"), "1e400", "k.q"),  # an extra field of the kline
+        ("binance", {**BINANCE_DOCS_KLINE, "extra": {"a": ["N"]}}, "-1e400", "extra.a[0]"),
+        ("polygon", [POLYGON_DOCS_AM, {**POLYGON_DOCS_AM, "vw": "N"}], "1E+999", "event 1: vw"),
+        ("polygon", {**POLYGON_DOCS_AM, "c": "N"}, "1e400", "c"),  # a modelled field
+    ],
+)
+def test_a_number_beyond_a_float_anywhere_is_refused_naming_the_field(
+    source: str, payload: object, number: str, field: str
+) -> None:
+    """``1e400`` parsed to infinity, which PostgreSQL's jsonb refuses: the answer was a 503
+    ("retry"), so the sender retried for ever."""
+    raw = body(payload).replace(b'"N"', number.encode())
+
+    with pytest.raises(EventError) as refused:
+        parse_events(source, raw)
+
+    assert refused.value.kind == "invalid"
+    assert f"{field}: " in refused.value.message
+    assert "finite" in refused.value.message
+
+
+@pytest.mark.parametrize("price", ["1e400", "-1E+309", "NaN", "Infinity"])
+def test_a_price_string_beyond_a_float_is_refused(price: str) -> None:
+    with pytest.raises(EventError) as refused:
+        parse_events("binance", body(kline(c=price)))
+
+    assert "k.c" in refused.value.message
+
+
+# Property: whatever a sender signs, parsing gives events the warehouse can store, or an
+# EventError (answered 400 or 422); never another exception (a 500).
+
+
+@settings(max_examples=500, deadline=None)
+@given(case=signed_bodies)
+def test_every_body_is_storable_events_or_an_event_error(case: tuple[str, bytes]) -> None:
+    source, raw = case
+    try:
+        delivery = parse_events(source, raw)
+    except EventError as exc:
+        assert exc.kind in ("malformed", "invalid")
+        return
+    for event in delivery.events:
+        assert datetime(2000, 1, 1, tzinfo=UTC) <= event.start < event.end
+        assert event.end <= datetime(2101, 1, 1, tzinfo=UTC)
+        json.dumps(event.payload, allow_nan=False).encode()  # what jsonb would refuse raises

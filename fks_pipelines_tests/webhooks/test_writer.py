@@ -1,6 +1,7 @@
 """Group commit on SQLite and PostgreSQL: concurrent requests share a transaction, each is
 answered only once stored, and a request the database refuses fails alone."""
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from fks_pipelines.warehouse.store import Warehouse
 from fks_pipelines.warehouse.webhook_events import Receipt, WebhookEventStore
 from fks_pipelines.webhooks.events import WebhookEvent, parse_events
 from fks_pipelines.webhooks.stream import STREAM, EventStream
-from fks_pipelines.webhooks.writer import GroupWriter, StorageUnavailable
+from fks_pipelines.webhooks.writer import EventRejected, GroupWriter, StorageUnavailable
 from fks_pipelines_tests.webhooks.samples import body, closed_kline
 
 HOUR = 3_600_000
@@ -99,7 +100,7 @@ def test_a_request_the_database_refuses_fails_alone(
 
     assert not futures[0].result(timeout=60)[0].duplicate
     assert not futures[1].result(timeout=60)[0].duplicate
-    with pytest.raises(StorageUnavailable):
+    with pytest.raises(EventRejected, match="refused"):  # its own fault: 422, not "retry"
         futures[2].result(timeout=60)
     assert not futures[3].result(timeout=60)[0].duplicate
     assert store.count() == 3  # the refused request stored nothing, not even its good event
@@ -151,3 +152,103 @@ def test_close_finishes_the_queued_writes(store: WebhookEventStore) -> None:
 
     assert len(results) == 10
     assert store.count() == 10
+
+
+@pytest.fixture
+def pg_store(pg_warehouse_url: str) -> WebhookEventStore:
+    return WebhookEventStore(Warehouse.from_url(pg_warehouse_url), timeout_s=1.0)
+
+
+def test_a_batch_the_database_does_not_take_in_time_fails_whole(
+    pg_store: WebhookEventStore,
+) -> None:
+    """A locked table fails a batch after the store's timeout, all its requests at once: tried
+    one by one, 6 requests waited 6 timeouts (and the batches behind them as long)."""
+    writer = GroupWriter(pg_store, None, time.time)
+    assert pg_store.timeout_s is not None
+    try:
+        with table_locked(pg_store):
+            started = time.monotonic()
+            futures = [writer.submit([event(n)]) for n in range(6)]
+            for future in futures:
+                with pytest.raises(StorageUnavailable, match="unavailable"):
+                    future.result(timeout=60)
+            elapsed = time.monotonic() - started
+    finally:
+        writer.close()
+
+    # One batch, or the first request and then the rest: at most two timeouts.
+    assert elapsed < 4 * pg_store.timeout_s
+    assert pg_store.count() == 0
+    after = GroupWriter(pg_store, None, time.time)
+    try:
+        [receipt] = after.write([event(0)])  # the lock is gone
+    finally:
+        after.close()
+    assert not receipt.duplicate
+
+
+def test_a_write_given_up_before_its_batch_began_is_not_stored(
+    writer: GroupWriter, store: WebhookEventStore
+) -> None:
+    with table_locked(store):
+        first = writer.submit([event(0)])
+        while writer._queue.qsize():  # the writer took the first write and is blocked on it
+            time.sleep(0.01)
+        given_up = writer.submit([event(1)])
+        assert writer.pending == 2
+        assert given_up.cancel()  # what the service does when a request stops waiting
+
+    assert not first.result(timeout=60)[0].duplicate
+    assert writer.write([event(2)])  # the writer went on past the cancelled write
+    assert store.get(event(1).id) is None
+    assert store.count() == 2
+    assert writer.pending == 0
+
+
+def test_a_value_the_database_refuses_is_rejected_and_fails_alone(
+    pg_store: WebhookEventStore,
+) -> None:
+    """PostgreSQL's jsonb refuses an infinite number (the intake refuses one before this;
+    here the event is made by hand): not a "retry later" for the sender."""
+    infinite = replace(event(7), payload={"x": float("inf")})
+    writer = GroupWriter(pg_store, None, time.time)
+    try:
+        futures = queued_behind_a_lock(writer, pg_store, [[event(0)], [infinite], [event(1)]])
+        assert not futures[0].result(timeout=60)[0].duplicate
+        with pytest.raises(EventRejected, match="refused the event"):
+            futures[1].result(timeout=60)
+        assert not futures[2].result(timeout=60)[0].duplicate
+    finally:
+        writer.close()
+    assert pg_store.count() == 2
+
+
+def test_the_writer_opens_the_store_itself_and_again_after_it_could_not(
+    warehouse_url: str,
+) -> None:
+    down = f"postgresql://nobody@127.0.0.1:{free_port()}/none"
+    urls = [down, warehouse_url]
+
+    def open_store() -> WebhookEventStore:
+        try:
+            return WebhookEventStore(Warehouse.from_url(urls.pop(0)))
+        except sa.exc.OperationalError as exc:
+            raise StorageUnavailable("the event store is unavailable") from exc
+
+    writer = GroupWriter(open_store, None, time.time)
+    try:
+        with pytest.raises(StorageUnavailable):
+            writer.write([event(0)])
+        [receipt] = writer.write([event(0)])
+    finally:
+        writer.close()
+
+    assert not receipt.duplicate
+    assert urls == []
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
