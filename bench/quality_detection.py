@@ -3,9 +3,9 @@
     .venv/bin/python -m bench.quality_detection [--every 25] [--offsets 2] [--block 100]
 
 Run from the repository root. The series: ``nasdaq_composite_daily_1999-2018.csv.gz`` (5,031
-sessions, ``../shared/fixtures/real``). For each error kind (close ±5/10/20 % with high/low
-widened to stay schema-valid, a repeated bar, high x1.2, low x0.8, close x10 and ÷10 with the
-range widened, volume 0, volume x1000) a copy of the series gets the error planted every
+sessions, ``fks_pipelines_tests/fixtures/real``). For each error kind (close ±5/10/20 % with
+high/low widened to stay schema-valid, a repeated bar, high x1.2, low x0.8, close x10 and ÷10
+with the range widened, volume 0, volume x1000) a copy of the series gets the error planted every
 ``--every`` sessions (``--offsets`` copies, shifted), and the copy runs through
 :func:`~fks_pipelines.quality.assess.judge_days`, the function the OHLCV asset calls, as the
 daily schedule runs it (one day per run, N bars of history; the run of day t+1 records the final
@@ -32,8 +32,8 @@ from fks_pipelines.market.universe import Instrument
 from fks_pipelines.quality.assess import BASELINE_BARS, judge_days
 
 DATA = (
-    Path(__file__).resolve().parents[2]
-    / "shared/fixtures/real/nasdaq_composite_daily_1999-2018.csv.gz"
+    Path(__file__).resolve().parents[1]
+    / "fks_pipelines_tests/fixtures/real/nasdaq_composite_daily_1999-2018.csv.gz"
 )
 INSTRUMENT = Instrument(asset_class="equity", calendar="XNYS")
 DAILY = Interval.parse("1d")

@@ -1,4 +1,4 @@
-"""Planted data errors in slices of real NASDAQ Composite daily bars (../shared/fixtures/real)."""
+"""Planted data errors in slices of real NASDAQ Composite daily bars (fixtures/real)."""
 
 from pathlib import Path
 
@@ -9,10 +9,7 @@ from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.universe import Instrument
 from fks_pipelines.quality.assess import judge_days
 
-DATA = (
-    Path(__file__).resolve().parents[3]
-    / "shared/fixtures/real/nasdaq_composite_daily_1999-2018.csv.gz"
-)
+DATA = Path(__file__).resolve().parents[1] / "fixtures/real/nasdaq_composite_daily_1999-2018.csv.gz"
 XNYS = Instrument(asset_class="equity", calendar="XNYS")
 D1 = Interval.parse("1d")
 
