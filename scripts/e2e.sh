@@ -10,7 +10,14 @@
 # Extra arguments go to pytest. With FKS_REQUIRE_SERVICES=1 (CI) a missing Docker fails the test.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-SHARED_DOCKER="$(cd "$ROOT/.." && pwd)/shared/docker"
+# The machines' Docker helpers sit beside the checkout (../shared/docker); a clone made elsewhere
+# (a CI clone in /tmp) finds them through FKS_SHARED_DOCKER or the workplace's /work/shared.
+SHARED_DOCKER="${FKS_SHARED_DOCKER:-}"
+for candidate in "$(cd "$ROOT/.." && pwd)/shared/docker" /work/shared/docker; do
+  if [ -z "$SHARED_DOCKER" ] && [ -d "$candidate" ]; then
+    SHARED_DOCKER="$candidate"
+  fi
+done
 "$ROOT/scripts/bootstrap.sh"
 
 DOCKERD_PID=""
