@@ -14,7 +14,7 @@ import logging
 from dataclasses import asdict, dataclass
 from urllib.parse import quote
 
-from fks_pipelines.providers.http import redact_in_logs
+from fks_pipelines.providers import secrets
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class WebhookSender:
 
         self._client = httpx.Client(timeout=httpx.Timeout(timeout_s))
         self._url = url
-        redact_in_logs(url)
+        secrets.register(url)
 
     def send(self, alert: Alert, ui_url: str | None) -> bool:
         """True when the receiver accepted the alert (2xx); never raises."""

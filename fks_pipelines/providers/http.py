@@ -165,12 +165,6 @@ def parse_http_date(value: str | None) -> datetime | None:
     return when.astimezone(UTC)
 
 
-def redact_in_logs(secret: str) -> None:
-    """Write ``***`` for ``secret`` in every log record and provider error of this process (e.g.
-    a webhook URL holding a token); see :mod:`.secrets`."""
-    secrets.register(secret)
-
-
 def register_credentials(
     headers: Mapping[str, str] | None, auth_params: Mapping[str, str] | None
 ) -> None:
