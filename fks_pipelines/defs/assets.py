@@ -5,6 +5,7 @@ partitions into blocks (see :func:`~fks_pipelines.defs.partitions.blocks`), fetc
 days of a block as one window and writes each block once, then records figures per partition.
 """
 
+import dataclasses
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -34,10 +35,11 @@ from fks_pipelines.defs.partitions import (
     partition_key,
 )
 from fks_pipelines.defs.resources import ProviderResource
+from fks_pipelines.market.calendars import CalendarRangeError, require_range
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.universe import Universe
 from fks_pipelines.providers.errors import QuotaExhausted, RequestRejected
-from fks_pipelines.quality.assess import detect_outliers_by_day, history_start, window_score
+from fks_pipelines.quality.assess import DayJudgement, history_start, judge_days, window_score
 from fks_pipelines.quality.completeness import CompletenessReport, check_completeness
 from fks_pipelines.quality.outliers import OutlierResult
 from fks_pipelines.quality.report import quality_row
@@ -55,7 +57,9 @@ TRANSIENT_RETRY = dg.RetryPolicy(
 
 # What a later attempt cannot mend. A malformed answer is not among them: a provider's
 # maintenance page arrives as one, and a retry after the policy's delay may well succeed.
-PERMANENT_FAILURES = (RequestRejected, QuotaExhausted)
+PERMANENT_FAILURES = (RequestRejected, QuotaExhausted, CalendarRangeError)
+FOLLOWING = pd.Timedelta(days=10)
+"""How far after a window the next stored bar is looked for (a long weekend and holidays)."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,8 @@ def build_ohlcv_asset(
             try:
                 with source.get_client() as client:
                     for block in blocks(context.partition_keys):
+                        # Before any fetch: a window the calendar cannot judge stores nothing.
+                        _require_calendar(universe, provider, block)
                         windows = [
                             client.fetch_ohlcv(symbol, bar, block.start, block.end, anchor=anchor)
                             for symbol in block.symbols
@@ -174,8 +180,17 @@ def build_ohlcv_asset(
                         scope = Scope(provider, interval, block.symbols, block.start, block.end)
                         written += warehouse.write_ohlcv(frame, scope)
                         evaluations += passed
+                        judgements = _judgements(universe, provider, bar, block, frame, warehouse)
+                        for key_before, judged in _earlier(judgements, block):
+                            # A later bar revealed an earlier partition's fault (or cleared
+                            # it): the verdict lands on that partition, not on this run's.
+                            evaluations.append(
+                                outliers_evaluation(
+                                    key, key_before, judged.outliers, final=judged.final
+                                )
+                            )
                         for part in _assess(
-                            universe, provider, bar, block, frame, schema, warehouse, now
+                            universe, provider, bar, block, frame, schema, judgements, now
                         ):
                             found = [
                                 part.outliers_evaluation(key),
@@ -220,9 +235,10 @@ class PartitionQuality:
     outliers: list[OutlierResult]
     completeness: CompletenessReport
     score: QualityScore
+    final: bool = True
 
     def outliers_evaluation(self, asset: dg.AssetKey) -> dg.AssetCheckEvaluation:
-        return outliers_evaluation(asset, self.key, self.outliers)
+        return outliers_evaluation(asset, self.key, self.outliers, final=self.final)
 
     def completeness_evaluation(self, asset: dg.AssetKey) -> dg.AssetCheckEvaluation:
         return completeness_evaluation(asset, self.key, self.completeness)
@@ -263,6 +279,59 @@ class PartitionQuality:
         return metadata
 
 
+def _require_calendar(universe: Universe, provider: str, block: Block) -> None:
+    """Fail (permanently) before fetching when a block's days lie outside a calendar's range."""
+    last = (block.end - DAY).date()
+    for symbol in block.symbols:
+        require_range(
+            universe.instruments[universe.canonical(provider, symbol)], block.start.date(), last
+        )
+
+
+def _judgements(
+    universe: Universe,
+    provider: str,
+    bar: Interval,
+    block: Block,
+    frame: pd.DataFrame,
+    warehouse: Warehouse,
+) -> dict[str, dict[pd.Timestamp, DayJudgement]]:
+    """Each symbol's day verdicts: its bars against the N bars stored before the block (read as
+    bars) and the stored bar after it, if any, so that the verdict does not depend on the cut."""
+    since = min(
+        history_start(block.start, bar, universe.instruments[universe.canonical(provider, s)])
+        for s in block.symbols
+    )
+    history = warehouse.read_ohlcv(provider, bar.name, list(block.symbols), since, block.start)
+    following = warehouse.read_ohlcv(
+        provider, bar.name, list(block.symbols), block.end, block.end + FOLLOWING
+    )
+    histories = dict(list(history.groupby("symbol", sort=False, observed=True)))
+    nexts = dict(list(following.groupby("symbol", sort=False, observed=True)))
+    out = {}
+    for symbol in block.symbols:
+        instrument = universe.instruments[universe.canonical(provider, symbol)]
+        out[symbol] = judge_days(
+            histories.get(symbol, history.iloc[:0]),
+            frame.loc[frame["symbol"] == symbol],
+            block.start,
+            instrument,
+            bar,
+            nexts.get(symbol, following.iloc[:0]).head(1),
+        )
+    return out
+
+
+def _earlier(
+    judgements: dict[str, dict[pd.Timestamp, DayJudgement]], block: Block
+) -> Iterator[tuple[str, DayJudgement]]:
+    """Verdicts of partitions before the block that its first bars completed."""
+    for symbol, days in judgements.items():
+        for day, judged in days.items():
+            if day < block.start:
+                yield str(partition_key(day.date(), symbol)), judged
+
+
 def _assess(
     universe: Universe,
     provider: str,
@@ -270,37 +339,49 @@ def _assess(
     block: Block,
     frame: pd.DataFrame,
     schema: SchemaReport,
-    warehouse: Warehouse,
+    judgements: dict[str, dict[pd.Timestamp, DayJudgement]],
     now: pd.Timestamp,
 ) -> Iterator[PartitionQuality]:
-    """Outliers, completeness and quality score of each partition of ``block``'s stored bars.
+    """Data errors, completeness and quality score of each partition of ``block``'s bars.
 
-    Outliers are scored once per symbol against the bars stored before the block too, so that a
-    daily partition's single bar has a baseline, and each day is judged on its own bars.
+    Each bar is judged against the N bars before it (stored history included, read as bars) and
+    the bar after it: the verdict of a partition is the same whether it ran alone, in a range or
+    in a backfill. Stale runs of daily closes are counted across partitions and reported on the
+    partition where the run becomes visible.
     """
     spec = universe.provider(provider)
-    # One history query for the block, and each (symbol, day)'s rows located once.
-    history = warehouse.read_ohlcv(
-        provider, bar.name, list(block.symbols), history_start(block.start, bar), block.start
-    )
-    histories = dict(list(history.groupby("symbol", sort=False, observed=True)))
     rows = frame.groupby(
         [frame["symbol"], frame["ts"].dt.floor("D")], sort=False, observed=True
     ).indices
     no_rows = np.array([], dtype=np.intp)
+    daily = bar.seconds >= 86400
     for symbol in block.symbols:
         instrument = universe.instruments[universe.canonical(provider, symbol)]
-        own = frame.loc[frame["symbol"] == symbol]
-        by_day = detect_outliers_by_day(histories.get(symbol, history.iloc[:0]), own, block.start)
+        by_day = judgements[symbol]
         for day in block.days:
             start = pd.Timestamp(day, tz="UTC")
             part = frame.iloc[rows.get((symbol, start), no_rows)]
             report = check_completeness(part, instrument, bar, start, start + DAY, now)
-            outliers = by_day.get(start, [])
+            judged = by_day.get(start)
+            if judged is not None and daily and judged.stale_runs:
+                report = dataclasses.replace(
+                    report,
+                    stale_runs=judged.stale_runs,
+                    stale_bars=max(report.stale_bars, judged.stale_runs),
+                    stale_examples=judged.stale_examples,
+                )
+            outliers = judged.outliers if judged is not None else []
             score = window_score(
                 report, schema, outliers, start + DAY, now, spec.freshness_lag_minutes * 60.0
             )
-            yield PartitionQuality(str(partition_key(day, symbol)), part, outliers, report, score)
+            yield PartitionQuality(
+                str(partition_key(day, symbol)),
+                part,
+                outliers,
+                report,
+                score,
+                final=judged.final if judged is not None else True,
+            )
 
 
 def build_ohlcv_assets(

@@ -182,10 +182,14 @@ def worst_severity(results: Sequence[OutlierResult]) -> str:
 
 
 def outliers_evaluation(
-    key: dg.AssetKey, partition: str, results: Sequence[OutlierResult]
+    key: dg.AssetKey, partition: str, results: Sequence[OutlierResult], *, final: bool = True
 ) -> dg.AssetCheckEvaluation:
-    """One partition's outliers, judged on its own bars (one result per field)."""
-    metadata: dict[str, object] = {}
+    """One partition's data errors, judged on its own bars (one result per detector).
+
+    ``final`` is False while the partition's last bar has no next bar yet: the run that stores
+    the next bar records the final verdict on this partition.
+    """
+    metadata: dict[str, object] = {"verdict": "final" if final else "provisional"}
     for result in results:
         metadata[f"outliers_{result.field}_count"] = result.count
         metadata[f"outliers_{result.field}_severity"] = result.severity
@@ -196,19 +200,22 @@ def outliers_evaluation(
     worst = worst_severity(results)
     if worst not in ("high", "medium"):
         scored = max((r.scored for r in results), default=0)
+        note = "" if final else " (provisional until the next bar arrives)"
         return evaluation(
-            key, OUTLIERS, partition, description=f"{scored} bars scored", metadata=metadata
+            key, OUTLIERS, partition, description=f"{scored} bars scored{note}", metadata=metadata
         )
     fields = ", ".join(
         f"{r.field} ({r.count}, worst score {r.max_score:.1f})"
         for r in results
         if r.severity == worst and r.max_score is not None
     )
+    if not final:
+        fields += " (provisional until the next bar arrives)"
     return evaluation(
         key,
         OUTLIERS,
         partition,
-        failure=(ERROR if worst == "high" else WARN, f"{worst}-severity outliers: {fields}"),
+        failure=(ERROR if worst == "high" else WARN, f"{worst}-severity data errors: {fields}"),
         metadata=metadata,
     )
 
@@ -317,6 +324,18 @@ def selected(
         for r in records
         if r.run_id == context.run.run_id
     }
+    # A partition before the run (judged when its next bar arrived): its latest materialisation.
+    earlier = sorted(set(partitions) - set(context.partition_keys))
+    for partition in earlier:
+        latest = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[partition]),
+            limit=1,
+        ).records
+        if latest:
+            r = latest[0]
+            targets[partition] = AssetCheckEvaluationTargetMaterializationData(
+                run_id=r.run_id, storage_id=r.storage_id, timestamp=r.timestamp
+            )
     return [
         replace(e, target_materialization_data=targets[e.partition])
         if e.partition in targets

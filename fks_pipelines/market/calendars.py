@@ -11,8 +11,11 @@ translates one into the other with ``exchange_calendars``:
   against the *regular* session, because extended-hours bars are sparse: a minute without a trade
   has no bar.
 
-Calendars are built once per process and cover 2000-01-01 (or the calendar's own earliest date) to
-about a year ahead; dates outside that range raise ``ValueError`` instead of guessing.
+Calendars are built once per process and cover 1990-01-01 (or the calendar's own earliest date) to
+about a year ahead; dates outside that range raise :class:`CalendarRangeError` (a ``ValueError``)
+instead of guessing. The universe refuses a ``start_date`` before :data:`FIRST_DAY`, and an asset
+checks its window with :func:`require_range` before fetching, so a date the calendar cannot serve
+fails before anything is written.
 """
 
 from __future__ import annotations
@@ -27,7 +30,15 @@ import pandas as pd
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.universe import Instrument
 
-_EARLIEST = pd.Timestamp("2000-01-01")
+_EARLIEST = pd.Timestamp("1990-01-01")
+FIRST_DAY: date = (_EARLIEST + pd.Timedelta(days=1)).date()
+"""The first UTC date any calendar here can answer for (one day is kept off each end)."""
+
+
+class CalendarRangeError(ValueError):
+    """Dates outside the range an exchange calendar covers: a retry cannot mend it."""
+
+
 _ONE_DAY = pd.Timedelta(days=1)
 _ONE_NS = pd.Timedelta(1, "ns")
 _DAY_SECONDS = 86400
@@ -88,7 +99,7 @@ class _Calendar:
     def require_covers(self, first: date, last: date) -> None:
         """Raise ``ValueError`` unless ``[first, last]`` lies within the calendar's range."""
         if first < self.first_day or last > self.last_day:
-            raise ValueError(
+            raise CalendarRangeError(
                 f"{self.name}: dates {first}..{last} are outside the range the trading calendar "
                 f"covers ({self.first_day}..{self.last_day})"
             )
@@ -169,6 +180,67 @@ def _utc(ts: pd.Timestamp, name: str) -> pd.Timestamp:
     if ts.tzinfo is None:
         raise ValueError(f"{name} must be timezone-aware (UTC), got naive {ts}")
     return ts.tz_convert("UTC").as_unit("ns")
+
+
+def require_range(instrument: Instrument, first: date, last: date) -> None:
+    """Raise :class:`CalendarRangeError` unless ``instrument``'s calendar covers ``first..last``.
+
+    Crypto needs no calendar and is always covered. Assets call this before fetching, so that a
+    window the checks could not judge fails before anything is stored.
+    """
+    if instrument.asset_class == "crypto":
+        return
+    _equity_calendar(instrument).require_covers(first, last)
+
+
+def sessions_before(instrument: Instrument, interval: Interval, start: date, bars: int) -> date:
+    """A UTC date at or before which ``instrument`` has at least ``bars`` bars of ``interval``
+    opening before ``start`` (clamped to the calendar's first day): where to read ``bars`` bars
+    of history from.
+
+    Crypto and intraday bars use the interval grid with a margin (an equity session holds at
+    least one intraday bar per hour of its session); equity daily bars count sessions.
+    """
+    if instrument.asset_class == "crypto" or not _is_daily(interval):
+        per_day = max(1, _DAY_SECONDS // interval.seconds)
+        if instrument.asset_class != "crypto":
+            per_day = max(1, min(per_day, 6 * 3600 // interval.seconds))  # a half day's hours
+        days = -(-bars // per_day) * (1 if instrument.asset_class == "crypto" else 2) + 4
+        first = start - timedelta(days=days)
+    else:
+        calendar = _equity_calendar(instrument)
+        sessions = calendar.session_days
+        at = int(sessions.searchsorted(pd.Timestamp(start)))
+        first = sessions[max(0, at - bars)].date() if at else start
+    if instrument.asset_class != "crypto":
+        first = max(first, _equity_calendar(instrument).first_day)
+    return first
+
+
+def session_fractions(code: str, days: pd.DatetimeIndex) -> np.ndarray:
+    """Each session's regular length over the calendar's usual length (1.0 for a full day,
+    about 0.54 for an XNYS half day); NaN for a day that is not a session.
+
+    Volume on a half day is judged against this fraction of a normal day's volume.
+
+    Raises:
+        CalendarRangeError: A day falls outside the calendar's range.
+    """
+    calendar = _calendar(code)
+    index = pd.DatetimeIndex(days)
+    index = (index.tz_convert(None) if index.tz is not None else index).as_unit("ns").normalize()
+    if len(index) == 0:
+        return np.empty(0)
+    calendar.require_covers(index.min().date(), index.max().date())
+    found = calendar.session_days.get_indexer(index)
+    return np.where(found >= 0, _relative_lengths(code)[np.maximum(found, 0)], np.nan)
+
+
+@functools.cache
+def _relative_lengths(code: str) -> np.ndarray:
+    calendar = _calendar(code)
+    lengths = (calendar.closes - calendar.opens).asi8.astype("float64")
+    return lengths / float(np.median(lengths))
 
 
 def bar_days(instrument: Instrument, interval: Interval, start: date, end: date) -> list[date]:

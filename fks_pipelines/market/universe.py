@@ -130,7 +130,23 @@ class Universe(BaseModel):
             unknown = sorted(set(spec.symbols.values()) - set(self.instruments))
             if unknown:
                 raise ValueError(f"{provider}: symbols map to undeclared instruments {unknown}")
+            self._calendar_serves(provider, spec)
         return self
+
+    def _calendar_serves(self, provider: str, spec: ProviderUniverse) -> None:
+        """Refuse a start_date before the trading calendars' first day: its partitions could be
+        fetched but never checked (completeness needs the calendar)."""
+        # Imported here: calendars imports this module.
+        from fks_pipelines.market.calendars import FIRST_DAY
+
+        equities = sorted(
+            {i for i in spec.symbols.values() if self.instruments[i].asset_class == "equity"}
+        )
+        if equities and spec.start_date < FIRST_DAY:
+            raise ValueError(
+                f"{provider}: start_date {spec.start_date} is before {FIRST_DAY}, the first day "
+                f"the trading calendars cover (equities {equities})"
+            )
 
     def provider(self, provider: str) -> ProviderUniverse:
         try:

@@ -8,12 +8,21 @@ instrument's calendar, and the quality score.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
+from fks_pipelines.market.calendars import session_fractions, sessions_before
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.universe import Instrument
+from fks_pipelines.quality.bar_errors import (
+    DEFAULT_BASELINE,
+    DEFAULT_THRESHOLDS,
+    FIELDS,
+    bar_errors,
+    default_stale_bars,
+)
 from fks_pipelines.quality.completeness import CompletenessReport, check_completeness
 from fks_pipelines.quality.outliers import OutlierDetector, OutlierResult
 from fks_pipelines.quality.schema import SchemaReport, check_schema
@@ -26,9 +35,36 @@ RECENT = pd.Timedelta(days=2)
 """Timeliness is scored only for windows that closed less than this long ago."""
 
 
-def history_start(start: pd.Timestamp, interval: Interval) -> pd.Timestamp:
-    """Where the outlier baseline of a window opening at ``start`` begins."""
-    return start - DETECTOR.window * interval.offset
+BASELINE_BARS = DEFAULT_BASELINE
+"""Bars of history before a window that set its baseline (read as bars, not calendar days)."""
+_DAY = pd.Timedelta(days=1)
+
+
+def history_start(
+    start: pd.Timestamp, interval: Interval, instrument: Instrument | None = None
+) -> pd.Timestamp:
+    """A start from which stored history holds at least :data:`BASELINE_BARS` + 1 bars before
+    ``start`` (read from here, then keep the last bars with :func:`last_bars`).
+
+    With ``instrument`` the calendar counts sessions back; without it (crypto grid) twice the
+    bars' span plus two weeks, enough for an equity's weekends and holidays.
+    """
+    bars = BASELINE_BARS + 1
+    if instrument is not None:
+        day = sessions_before(instrument, interval, start.date(), bars)
+        return min(pd.Timestamp(day, tz="UTC"), start - bars * interval.offset)
+    return start - 2 * bars * interval.offset - pd.Timedelta(days=14)
+
+
+def last_bars(history: pd.DataFrame, bars: int = BASELINE_BARS + 1) -> pd.DataFrame:
+    """The newest ``bars`` rows of each series in ``history`` (sorted by ``ts``)."""
+    if not len(history):
+        return history
+    ordered = history.sort_values("ts", kind="stable")
+    keys = [k for k in ("provider", "symbol") if k in ordered.columns]
+    if not keys:
+        return ordered.tail(bars)
+    return ordered.groupby(keys, sort=False, observed=True).tail(bars)
 
 
 def detect_outliers(
@@ -47,6 +83,129 @@ def detect_outliers_by_day(
     the block is scored once, and each day is judged on its own bars."""
     frame = pd.concat([history, bars], ignore_index=True) if len(history) else bars
     return DETECTOR.detect_by_day(frame, fields=OUTLIER_FIELDS, since=since)
+
+
+@dataclass(frozen=True)
+class DayJudgement:
+    """One partition's (UTC day's) data-error verdict from :func:`judge_days`.
+
+    Attributes:
+        day: UTC midnight.
+        outliers: One result per detector field (see :mod:`~fks_pipelines.quality.bar_errors`).
+        final: Every bar of the day had its next bar known (a provisional verdict is replaced
+            when the next bar arrives).
+        stale_runs: Stale runs of equal closes that became visible on this day.
+        stale_examples: Their first bars (ISO open times).
+    """
+
+    day: pd.Timestamp
+    outliers: list[OutlierResult]
+    final: bool
+    stale_runs: int = 0
+    stale_examples: list[str] = field(default_factory=list)
+
+
+def judge_days(
+    history: pd.DataFrame,
+    bars: pd.DataFrame,
+    since: pd.Timestamp,
+    instrument: Instrument,
+    interval: Interval,
+    following: pd.DataFrame | None = None,
+    baseline: int = BASELINE_BARS,
+) -> dict[pd.Timestamp, DayJudgement]:
+    """The data-error verdict of each UTC day of ``bars`` (one series), and of the last day of
+    ``history`` whose next bar is the first of ``bars`` (judged now, on that earlier partition).
+
+    Only the ``baseline + 1`` bars before a bar, the bar and the bar after it decide its verdict,
+    so the verdict is the same whatever the run's cut. ``following`` (stored bars after the
+    window, may be empty) gives the window's last bar its next bar.
+    """
+    history = last_bars(history, baseline + 1)
+    frames = [f for f in (history, bars, following) if f is not None and len(f)]
+    if not frames:
+        return {}
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    frame = frame.sort_values("ts", kind="stable").drop_duplicates("ts", keep="last")
+    frame = frame.reset_index(drop=True)
+    fraction = None
+    if instrument.asset_class == "equity" and interval.seconds == 86400 and instrument.calendar:
+        fraction = session_fractions(instrument.calendar, pd.DatetimeIndex(frame["ts"]))
+    scores = bar_errors(
+        frame,
+        baseline=baseline,
+        session_fraction=fraction,
+        stale_run=default_stale_bars(interval.seconds),
+    )
+    days = pd.DatetimeIndex(frame["ts"]).tz_convert("UTC").floor("D").as_unit("ns")
+    wanted = set(pd.DatetimeIndex(bars["ts"]).floor("D")) if len(bars) else set()
+    if len(history) and len(bars):
+        # The last history day is judged again: its last bar's next bar is new.
+        wanted.add(pd.Timestamp(history["ts"].max()).floor("D"))
+    judged = days.isin(list(wanted))
+    symbol = str(frame["symbol"].iloc[0]) if "symbol" in frame.columns else ""
+    columns = {name: scores[name].to_numpy(dtype="float64") for name in FIELDS}
+    columns["volume"] = np.where(scores["zero_volume"].to_numpy(), np.inf, columns["volume"])
+    values = {
+        name: pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype="float64")
+        for name, column in _FIELD_VALUE.items()
+    }
+    stamps = pd.DatetimeIndex(frame["ts"])
+    final, stale = scores["final"].to_numpy(), scores["stale"].to_numpy()
+    codes = days.asi8
+    out: dict[pd.Timestamp, DayJudgement] = {}
+    for code in np.unique(codes[judged]):
+        rows = np.flatnonzero(codes == code)
+        day = pd.Timestamp(int(code), tz="UTC")
+        out[day] = DayJudgement(
+            day=day,
+            outliers=[
+                _result(name, columns[name][rows], values[name][rows], stamps[rows], symbol)
+                for name in FIELDS
+            ],
+            final=bool(final[rows].all()),
+            stale_runs=int(stale[rows].sum()),
+            stale_examples=[t.isoformat() for t in stamps[rows][stale[rows]][:5]],
+        )
+    return out
+
+
+_FIELD_VALUE = {"close": "close", "high": "high", "low": "low", "bar": "close", "volume": "volume"}
+_FIELD_LEVELS = {
+    "close": (DEFAULT_THRESHOLDS.close_warn, DEFAULT_THRESHOLDS.close_error),
+    "high": (DEFAULT_THRESHOLDS.wick_warn, DEFAULT_THRESHOLDS.wick_error),
+    "low": (DEFAULT_THRESHOLDS.wick_warn, DEFAULT_THRESHOLDS.wick_error),
+    "bar": (0.5, 0.5),
+    "volume": (DEFAULT_THRESHOLDS.volume_warn, DEFAULT_THRESHOLDS.volume_error),
+}
+
+
+def _result(
+    name: str, scores: np.ndarray, values: np.ndarray, stamps: pd.DatetimeIndex, symbol: str
+) -> OutlierResult:
+    """One detector's findings on one day's bars, in the shape the checks and score read."""
+    warn, error = _FIELD_LEVELS[name]
+    valid = ~np.isnan(scores)
+    over = np.nan_to_num(scores, nan=0.0) >= warn
+    worst = float(scores[valid].max()) if valid.any() else None
+    severity = "none"
+    if worst is not None and over.any():
+        severity = "high" if worst >= error else "medium"
+    flagged = np.flatnonzero(over)
+    flagged = flagged[np.argsort(-scores[flagged], kind="stable")][:20]
+    return OutlierResult(
+        field=name,
+        method="errors",
+        threshold=warn,
+        count=int(over.sum()),
+        scored=int(valid.sum()),
+        max_score=None if worst is None else min(worst, 1e9),
+        severity=severity,  # type: ignore[arg-type]
+        timestamps=[stamps[i] for i in flagged],
+        values=[float(values[i]) for i in flagged],
+        scores=[min(float(scores[i]), 1e9) for i in flagged],
+        symbols=[symbol] * len(flagged),
+    )
 
 
 def window_score(

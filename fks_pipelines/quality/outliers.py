@@ -49,7 +49,7 @@ from fks_pipelines.quality.schema import (
     ts_nanos,
 )
 
-Method = Literal["zscore", "mad", "iqr"]
+Method = Literal["zscore", "mad", "iqr", "errors"]
 Severity = Literal["none", "low", "medium", "high"]
 
 PRICE_FIELDS = ("open", "high", "low", "close", "vwap")

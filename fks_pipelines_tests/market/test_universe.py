@@ -283,3 +283,23 @@ def test_routes_of_a_declared_instrument_no_provider_lists_are_empty(tmp_path: P
 def test_routes_of_an_undeclared_instrument_raise() -> None:
     with pytest.raises(UniverseError, match="DOGE-USD"):
         load_universe().routes("DOGE-USD")
+
+
+def test_start_date_before_the_calendars_is_refused() -> None:
+    import pydantic
+
+    from fks_pipelines.market.universe import Universe
+
+    with pytest.raises(pydantic.ValidationError, match="first day the trading calendars cover"):
+        Universe.model_validate(
+            {
+                "instruments": {"SPY": {"asset_class": "equity", "calendar": "XNYS"}},
+                "providers": {
+                    "polygon": {
+                        "start_date": "1989-06-01",
+                        "intervals": ["1d"],
+                        "symbols": {"SPY": "SPY"},
+                    }
+                },
+            }
+        )

@@ -1,0 +1,278 @@
+"""Detectors aimed at data errors in one series of bars, not at market moves.
+
+A market move is confirmed by the bars around it; a data error is not. Each detector scores a bar
+against its own series: the ``baseline`` bars before it set the scales (robust: medians of
+absolute values), and the *next* bar, where it is known, is the reference that tells a bad print
+from a move:
+
+- ``close`` (a spike that reverts): the close moved away from the bar's open and the next bar
+  opens back where it came from. The evidence of both legs (intraday move ``log(C/O)`` and the
+  next gap ``log(O_next/C)``, in opposite directions, each in units of its own baseline scale)
+  is combined as the estimate of one shift of the close; a genuine move is confirmed by the next
+  open and scores low. A feed whose bars open at the last close (crypto klines: every gap 0 in
+  the baseline) uses the next close as the reference. The bar at fault is the one scored: the
+  next bar's own legs do not involve the bad close, so a correct bar after a bad one is not
+  blamed. Needs the next bar.
+- ``high`` / ``low`` (internal consistency beyond the schema): how far the high reaches above the
+  open, the close and the next open (the low below them), against the baseline's usual wicks.
+- ``bar`` (a repeated or frozen bar): open, high, low, close and volume equal to the bar before
+  (across partitions: the history counts).
+- ``volume``: ``log(volume)`` against the baseline's median, the expected level scaled by the
+  session's length (a half day trades about half a day's volume, see
+  :func:`~fks_pipelines.market.calendars.session_fractions`); a volume of 0 on a traded bar is an
+  error. A volume the provider does not state is not judged.
+- ``stale``: a run of equal closes reaching :func:`default_stale_run` bars, counted across
+  partitions, reported on the bar where the run becomes visible (for the completeness check).
+
+A bar's verdict depends only on the ``baseline`` bars before it, itself and the bar after it, so
+it is the same whether the bar ran alone, in a range or in a backfill, provided the history is
+read as bars (:func:`history_bars`). A bar whose next bar is not known yet gets a provisional
+verdict (no ``close`` spike; wicks against its own open and close) and its final one when the
+next bar arrives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import bottleneck as bn
+import numpy as np
+import pandas as pd
+
+DEFAULT_BASELINE = 48
+"""Bars before a bar that set its scales (configurable per call)."""
+MIN_BASELINE = 10
+"""Fewest earlier bars for a verdict; a series' first bars are not scored."""
+
+_MAD = 1.4826
+_MIN_SCALE = 1e-4  # 1 bp: a feed of identical ticks does not turn every move into an error
+_MIN_VOLUME_SCALE = 0.05
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Scores at which a detector's finding is WARN (``medium``) or ERROR (``high``).
+
+    Calibrated on 20 years of NASDAQ Composite daily bars (``bench/quality_detection.py``).
+    """
+
+    close_warn: float = 3.5
+    close_error: float = 6.0
+    wick_warn: float = 15.0
+    wick_error: float = 30.0
+    volume_warn: float = 9.0
+    volume_error: float = 18.0
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+FIELDS = ("close", "high", "low", "bar", "volume")
+
+
+def default_stale_bars(interval_seconds: int) -> int:
+    """Equal closes in a row that make a stale run (as the completeness check counts them)."""
+    if interval_seconds >= 86400:
+        return 3
+    if interval_seconds >= 3600:
+        return 6
+    return 12
+
+
+def history_bars(baseline: int = DEFAULT_BASELINE) -> int:
+    """Bars of stored history a window needs before its first bar for a cut-independent
+    verdict: the baseline plus the bar whose close the first baseline gap starts from."""
+    return baseline + 1
+
+
+def bar_errors(
+    series: pd.DataFrame,
+    *,
+    baseline: int = DEFAULT_BASELINE,
+    session_fraction: np.ndarray | None = None,
+    stale_run: int = 3,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> pd.DataFrame:
+    """Score every bar of one series (sorted by ``ts``) with each detector.
+
+    Args:
+        series: One provider's bars of one symbol and interval, ascending ``ts``; ``open``,
+            ``high``, ``low``, ``close`` and (nullable) ``volume``.
+        baseline: Earlier bars setting each bar's scales.
+        session_fraction: Per bar, its session's length over a usual session (half days below
+            1); None for none known (crypto, intraday).
+        stale_run: Equal closes in a row that make a stale run.
+        thresholds: WARN and ERROR levels.
+
+    Returns:
+        One row per bar, in ``series``' order: ``ts``; scores ``close``, ``high``, ``low``,
+        ``volume`` (NaN where not judged); ``bar`` (1.0 for a repeated bar, else 0.0);
+        ``zero_volume``; ``stale`` (the bar where a stale run becomes visible); ``final``
+        (the next bar is known); ``severity`` (``none``, ``medium``, ``high``) and ``reason``.
+    """
+    n = len(series)
+    o, h, lo, c = (_column(series, name) for name in ("open", "high", "low", "close"))
+    volume = _column(series, "volume")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        intraday = np.log(c / o)
+        gap = np.full(n, np.nan)
+        gap[1:] = np.log(o[1:] / c[:-1])  # into each bar from the close before
+        next_gap = np.append(gap[1:], np.nan)
+        next_open = np.append(o[1:], np.nan)
+        upper = np.log(h / np.fmax(o, c))
+        lower = np.log(np.fmin(o, c) / lo)
+        upper_next = np.log(h / np.fmax(np.fmax(o, c), next_open))
+        lower_next = np.log(np.fmin(np.fmin(o, c), next_open) / lo)
+        log_volume = np.where(volume > 0, np.log(volume), np.nan)
+
+    final = np.zeros(n, dtype=bool)
+    final[:-1] = True
+    enough = np.arange(n) >= MIN_BASELINE
+
+    # Scales from the bars before each bar (the gap into a bar is known at the bar).
+    s_c = np.fmax(_MAD * _before(np.abs(intraday), baseline), _MIN_SCALE)
+    s_g = np.fmax(_MAD * _before(np.abs(gap), baseline, include_own=True), _MIN_SCALE)
+    s_g = np.fmax(s_g, 0.1 * s_c)  # a feed whose open is the last close (crypto): gaps of 0
+    # A feed whose bars open at the last close (crypto klines) carries a bad close into the next
+    # open: there the next close is the reference instead.
+    ret = np.full(n, np.nan)
+    if n > 1:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ret[1:] = np.log(c[1:] / c[:-1])
+    carried = _before(np.abs(gap), baseline, include_own=True) == 0
+    s_r = np.fmax(_MAD * _before(np.abs(ret), baseline, include_own=True), _MIN_SCALE)
+    out = np.where(carried, np.append(ret[1:], np.nan), next_gap)
+    s_g = np.where(carried, s_r, s_g)
+    sign = np.sign(intraday)
+    leg_in = intraday * sign / s_c
+    leg_out = -out * sign / s_g
+    combined = (intraday / s_c**2 - out / s_g**2) / np.sqrt(1 / s_c**2 + 1 / s_g**2)
+    close = np.where((leg_in > 1) & (leg_out > 1), np.abs(combined), 0.0)
+    close = np.where(final & enough, close, np.nan)
+
+    s_up = np.fmax(_MAD * _before(upper, baseline), _MIN_SCALE)
+    s_down = np.fmax(_MAD * _before(lower, baseline), _MIN_SCALE)
+    high = np.where(final, upper_next, upper) / s_up
+    low = np.where(final, lower_next, lower) / s_down
+    high = np.where(enough, high, np.nan)
+    low = np.where(enough, low, np.nan)
+
+    center = _before(log_volume, baseline)
+    spread = _MAD * _before(np.abs(log_volume - center), baseline)
+    expected = center
+    if session_fraction is not None:
+        fraction = np.where(np.isfinite(session_fraction), session_fraction, 1.0)
+        expected = center + np.log(np.clip(fraction, 0.05, 1.0))
+    vol = np.abs(log_volume - expected) / np.fmax(spread, _MIN_VOLUME_SCALE)
+    vol = np.where(enough, vol, np.nan)
+    zero_volume = volume == 0
+
+    same = np.zeros(n, dtype=bool)
+    if n > 1:
+        same[1:] = (
+            (o[1:] == o[:-1])
+            & (h[1:] == h[:-1])
+            & (lo[1:] == lo[:-1])
+            & (c[1:] == c[:-1])
+            & ((volume[1:] == volume[:-1]) | (np.isnan(volume[1:]) & np.isnan(volume[:-1])))
+        )
+    runs = _flat_run_lengths(c)
+    stale = runs == stale_run
+
+    t = thresholds
+    high_mask = (
+        (close >= t.close_error)
+        | (high >= t.wick_error)
+        | (low >= t.wick_error)
+        | (vol >= t.volume_error)
+        | zero_volume
+        | same
+    )
+    medium_mask = (
+        (close >= t.close_warn)
+        | (high >= t.wick_warn)
+        | (low >= t.wick_warn)
+        | (vol >= t.volume_warn)
+    )
+    severity = np.where(high_mask, "high", np.where(medium_mask, "medium", "none"))
+    reason = _reasons(close, high, low, vol, zero_volume, same, t)
+    return pd.DataFrame(
+        {
+            "ts": series["ts"].to_numpy() if n else pd.Series([], dtype="datetime64[ns, UTC]"),
+            "close": close,
+            "high": high,
+            "low": low,
+            "bar": same.astype("float64"),
+            "volume": vol,
+            "zero_volume": zero_volume,
+            "stale": stale,
+            "final": final,
+            "severity": severity,
+            "reason": reason,
+        }
+    )
+
+
+def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in frame.columns:
+        return np.full(len(frame), np.nan)
+    return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _before(values: np.ndarray, window: int, include_own: bool = False) -> np.ndarray:
+    """Median of the ``window`` values before each position (or ending at it), NaN-skipping."""
+    if not len(values):
+        return values
+    window = min(window, len(values))  # bottleneck refuses a window longer than the series
+    medians = bn.move_median(values, window, min_count=max(1, min(MIN_BASELINE // 2, window)))
+    if include_own:
+        return medians
+    out = np.full(len(values), np.nan)
+    out[1:] = medians[:-1]
+    return out
+
+
+def _flat_run_lengths(close: np.ndarray) -> np.ndarray:
+    """Length of the run of equal closes ending at each bar (1 for a bar unlike the one before)."""
+    n = len(close)
+    if not n:
+        return np.zeros(0, dtype=np.int64)
+    begins = np.ones(n, dtype=bool)
+    begins[1:] = close[1:] != close[:-1]
+    starts = np.maximum.accumulate(np.where(begins, np.arange(n), 0))
+    return np.arange(n) - starts + 1
+
+
+def _reasons(
+    close: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    vol: np.ndarray,
+    zero_volume: np.ndarray,
+    same: np.ndarray,
+    t: Thresholds,
+) -> list[str]:
+    """A short reason per flagged bar ("" for a clean one); flagged bars are few."""
+    reasons = [""] * len(close)
+    flagged = np.flatnonzero(
+        (np.nan_to_num(close) >= t.close_warn)
+        | (np.nan_to_num(high) >= t.wick_warn)
+        | (np.nan_to_num(low) >= t.wick_warn)
+        | (np.nan_to_num(vol) >= t.volume_warn)
+        | zero_volume
+        | same
+    )
+    for i in flagged.tolist():
+        parts = []
+        if same[i]:
+            parts.append("bar repeats the bar before")
+        if close[i] >= t.close_warn:
+            parts.append(f"close spike reverted by the next open (score {close[i]:.1f})")
+        if high[i] >= t.wick_warn:
+            parts.append(f"high far above open, close and next open (score {high[i]:.1f})")
+        if low[i] >= t.wick_warn:
+            parts.append(f"low far below open, close and next open (score {low[i]:.1f})")
+        if zero_volume[i]:
+            parts.append("volume 0 on a traded bar")
+        elif vol[i] >= t.volume_warn:
+            parts.append(f"volume off its session's usual level (score {vol[i]:.1f})")
+        reasons[i] = "; ".join(parts)
+    return reasons
