@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import dagster as dg
 
 from fks_pipelines.defs.alerts import AlertResource, build_alert_sensor
@@ -140,7 +142,13 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         sensors=[
             catchup,
             consolidation,
-            build_freshness_sensor(targets, missing_keys, settings.freshness_interval_s),
+            build_freshness_sensor(
+                targets,
+                missing_keys,
+                settings.freshness_interval_s,
+                # Two catch-up ticks: time for it to relaunch a partition whose run failed.
+                retry_grace=timedelta(seconds=2 * settings.catchup_interval_s),
+            ),
             build_alert_sensor(
                 [key for asset in configured for key in asset.check_keys],
                 settings.alert_interval_s,

@@ -13,7 +13,11 @@ partitioned check of each provider asset, by two writers:
 
 - the ``ohlcv_freshness`` sensor records a failed evaluation on each of a symbol's two newest due
   partitions that is missing (and not being fetched by a run), and asks for it: a run of
-  historical days never judges the asset's newest days, so it records no freshness failure;
+  historical days never judges the asset's newest days, so it records no freshness failure. A
+  partition whose run failed less than ``retry_grace`` ago is the catch-up's to relaunch (in a
+  run of its own symbol when another symbol broke the run): it is judged, and asked for, only
+  once that grace has passed without a new run, so a symbol held back by another's failure is
+  not reported late on its way in;
 - each run records a passed evaluation on every partition it stored, with how long after its
   day's close it arrived; that replaces the sensor's failure once the partition is in.
 
@@ -29,7 +33,7 @@ partitions are still asked for.
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pandas as pd
@@ -73,6 +77,14 @@ class Behind:
     overdue: timedelta
     in_progress: bool
     day_before_missing: bool
+    failed_at: datetime | None = None
+    """When the last run that held the partition failed (None: no run failed it)."""
+
+    def settled(self, now: datetime, retry_grace: timedelta) -> bool:
+        """Not in a run, and not failed so recently that the catch-up may still relaunch it."""
+        if self.in_progress:
+            return False
+        return self.failed_at is None or now - self.failed_at >= retry_grace
 
     @property
     def severity(self) -> dg.AssetCheckSeverity:
@@ -120,17 +132,30 @@ def behind(target: DailyTarget, instance: dg.DagsterInstance, now: datetime) -> 
             if not missing(key):
                 continue
             before = days[i + 1] if i + 1 < len(days) else None
+            state = status.get(key)
             found.append(
                 Behind(
                     partition=key,
                     deadline=pd.Timestamp(day + timedelta(days=1), tz="UTC") + lag,
                     overdue=overdue(day, at, lag),
-                    in_progress=status.get(key) == dg.AssetPartitionStatus.IN_PROGRESS,
+                    in_progress=state == dg.AssetPartitionStatus.IN_PROGRESS,
                     day_before_missing=before is not None
                     and missing(str(partition_key(before, symbol))),
+                    failed_at=failed_at(instance, target.key, key)
+                    if state == dg.AssetPartitionStatus.FAILED
+                    else None,
                 )
             )
     return found
+
+
+def failed_at(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> datetime | None:
+    """When the run that last planned ``partition`` ended (None if it is unknown)."""
+    planned = instance.get_latest_planned_materialization_info(key, partition)
+    record = instance.get_run_record_by_id(planned.run_id) if planned else None
+    if record is None or record.end_time is None:
+        return None
+    return datetime.fromtimestamp(record.end_time, tz=UTC)
 
 
 def already_recorded(instance: dg.DagsterInstance, key: dg.AssetCheckKey, partition: str) -> bool:
@@ -174,10 +199,12 @@ def build_freshness_sensor(
     missing_keys: Mapping[str, str],
     interval_s: int = 300,
     clock: Callable[[], datetime] = utc_now,
+    retry_grace: timedelta = timedelta(0),
 ) -> dg.SensorDefinition:
     """Records freshness failures of due partitions that are missing, and asks for them.
 
-    ``missing_keys`` maps each provider that is not configured to the variable it lacks.
+    ``missing_keys`` maps each provider that is not configured to the variable it lacks; a
+    partition whose run failed less than ``retry_grace`` ago is left to the catch-up sensor.
     """
     ready, skipped = skipped_targets(targets, missing_keys)
 
@@ -204,8 +231,10 @@ def build_freshness_sensor(
         for target in ready:
             name = target.key.to_user_string()
             found = behind(target, context.instance, now)
-            # A partition a run is fetching now is judged once that run is over.
-            failing = [b for b in found if b.overdue > timedelta(0) and not b.in_progress]
+            # A partition a run is fetching now is judged once that run is over; one whose run
+            # just failed, once the catch-up has had its chance to relaunch it.
+            settled = [b for b in found if b.settled(now, retry_grace)]
+            failing = [b for b in settled if b.overdue > timedelta(0)]
             if failing and not ever_materialized(context.instance, target.key):
                 not_started.append(name)
             elif failing:
@@ -220,7 +249,7 @@ def build_freshness_sensor(
                         continue
                     events.append(b.evaluation(target.key, target.freshness_lag))
                 state[name] = sorted(b.partition for b in failing)
-            launch = [b.partition for b in found if not b.in_progress]
+            launch = [b.partition for b in settled]
             requests += target.run_requests(launch, FRESHNESS, {TRIGGER_TAG: FRESHNESS})
         if not_started:
             context.log.info(

@@ -2,7 +2,8 @@
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -10,8 +11,10 @@ import pytest
 from fks_pipelines.defs.alerts import AlertResource, build_alert_sensor
 from fks_pipelines.defs.freshness import build_freshness_sensor
 from fks_pipelines.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
+from fks_pipelines.defs.resources import BinanceResource, WarehouseResource
 from fks_pipelines.defs.schedules import DailyTarget
 from fks_pipelines_tests.defs.support import repository, target
+from fks_pipelines_tests.fakes.binance import FakeBinance
 from fks_pipelines_tests.fakes.receiver import WebhookReceiver
 
 WARN, ERROR = dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR
@@ -23,11 +26,15 @@ def tick(
     now: str,
     cursor: str | None = None,
     missing_keys: dict[str, str] | None = None,
+    retry_grace: timedelta = timedelta(0),
 ) -> dg.SensorResult:
     """One evaluation of the sensor at ``now`` (UTC); its check evaluations are stored in the
     instance as the daemon stores them."""
     sensor = build_freshness_sensor(
-        targets, missing_keys or {}, clock=lambda: datetime.fromisoformat(now).replace(tzinfo=UTC)
+        targets,
+        missing_keys or {},
+        clock=lambda: datetime.fromisoformat(now).replace(tzinfo=UTC),
+        retry_grace=retry_grace,
     )
     context = dg.build_sensor_context(instance=instance, cursor=cursor, repository_def=repository())
     result = sensor(context)
@@ -79,6 +86,41 @@ def test_a_missing_due_partition_fails_once_and_is_asked_for(
     }
     # A cursor lost (the sensor reset) does not record a partition twice.
     assert tick([binance], instance, "2024-07-11T00:45").asset_events == []
+
+
+def test_a_partition_whose_run_just_failed_is_left_to_the_catchup_for_its_grace(
+    instance: dg.DagsterInstance, binance: FakeBinance, tmp_path: Path
+) -> None:
+    """A run that held BTCUSDT failed (another symbol broke it, say): for ``retry_grace`` after
+    it the catch-up may relaunch it, so the sensor neither reports it late nor asks for it."""
+    t = target("binance", "1d")  # lag 30 min
+    # A day closed more than an hour before the failure: due whatever the hour of the test.
+    day = (datetime.now(UTC) - timedelta(hours=25)).date()
+    days = [day - timedelta(days=1), day, day + timedelta(days=1)]
+    stored(instance, t, *(f"{d}|{s}" for d in days for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")))
+    binance.failing_symbols.add("BTCUSDT")
+    failed = dg.materialize(
+        [t.asset],
+        partition_key=f"{day}|BTCUSDT",
+        instance=instance,
+        resources={
+            "binance": BinanceResource(base_url=binance.url, cache_dir=str(tmp_path / "cache")),
+            "warehouse": WarehouseResource(url=f"sqlite:///{tmp_path / 'w.sqlite'}"),
+        },
+        raise_on_error=False,
+    )
+    assert not failed.success
+    ended = datetime.fromtimestamp(
+        instance.get_run_record_by_id(failed.run_id).end_time, tz=UTC
+    ).replace(tzinfo=None)
+    grace = timedelta(minutes=10)
+
+    soon = tick([t], instance, (ended + timedelta(minutes=1)).isoformat(), retry_grace=grace)
+    later = tick([t], instance, (ended + grace).isoformat(), soon.cursor, retry_grace=grace)
+
+    assert soon.asset_events == [] and soon.run_requests == []
+    assert verdicts(later) == {f"{day}|BTCUSDT": WARN}
+    assert [r.partition_key for r in later.run_requests] == [f"{day}|BTCUSDT"]
 
 
 def test_stored_sessions_are_fresh_and_a_weekend_is_not_due(instance: dg.DagsterInstance) -> None:
