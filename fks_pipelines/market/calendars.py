@@ -236,6 +236,35 @@ def session_fractions(code: str, days: pd.DatetimeIndex) -> np.ndarray:
     return np.where(found >= 0, _relative_lengths(code)[np.maximum(found, 0)], np.nan)
 
 
+def holiday_neighbours(code: str, days: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
+    """Per session in ``days``: ``(before_holiday, after_holiday)``, whether the market closes
+    on a weekday right after the session, and right before it; False for a non-session.
+
+    Raises:
+        CalendarRangeError: A day falls outside the calendar's range.
+    """
+    calendar = _calendar(code)
+    index = pd.DatetimeIndex(days)
+    index = (index.tz_convert(None) if index.tz is not None else index).as_unit("ns").normalize()
+    if len(index) == 0:
+        return np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
+    calendar.require_covers(index.min().date(), index.max().date())
+    closed_after, closed_before = _closed_weekdays(code)
+    found = calendar.session_days.get_indexer(index)
+    ok = found >= 0
+    at = np.maximum(found, 0)
+    return ok & closed_after[at], ok & closed_before[at]
+
+
+@functools.cache
+def _closed_weekdays(code: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per session of the calendar: a weekday closure right after it, right before it."""
+    sessions = _calendar(code).session_days.values.astype("datetime64[D]")
+    # Weekdays strictly between each session and the next one.
+    between = np.busday_count(sessions[:-1] + 1, sessions[1:]) > 0
+    return np.append(between, False), np.insert(between, 0, False)
+
+
 @functools.cache
 def _relative_lengths(code: str) -> np.ndarray:
     calendar = _calendar(code)

@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from fks_pipelines.market.calendars import session_fractions, sessions_before
+from fks_pipelines.market.calendars import (
+    holiday_neighbours,
+    session_fractions,
+    sessions_before,
+)
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.universe import Instrument
 from fks_pipelines.quality.bar_errors import (
@@ -22,6 +26,7 @@ from fks_pipelines.quality.bar_errors import (
     FIELDS,
     bar_errors,
     default_stale_bars,
+    volume_levels,
 )
 from fks_pipelines.quality.completeness import CompletenessReport, check_completeness
 from fks_pipelines.quality.outliers import OutlierDetector, OutlierResult
@@ -128,13 +133,17 @@ def judge_days(
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     frame = frame.sort_values("ts", kind="stable").drop_duplicates("ts", keep="last")
     frame = frame.reset_index(drop=True)
-    fraction = None
+    level = None
     if instrument.asset_class == "equity" and interval.seconds == 86400 and instrument.calendar:
-        fraction = session_fractions(instrument.calendar, pd.DatetimeIndex(frame["ts"]))
+        sessions = pd.DatetimeIndex(frame["ts"])
+        level = volume_levels(
+            session_fractions(instrument.calendar, sessions),
+            *holiday_neighbours(instrument.calendar, sessions),
+        )
     scores = bar_errors(
         frame,
         baseline=baseline,
-        session_fraction=fraction,
+        volume_level=level,
         stale_run=default_stale_bars(interval.seconds),
     )
     days = pd.DatetimeIndex(frame["ts"]).tz_convert("UTC").floor("D").as_unit("ns")

@@ -18,9 +18,8 @@ from a move:
 - ``bar`` (a repeated or frozen bar): open, high, low, close and volume equal to the bar before
   (across partitions: the history counts).
 - ``volume``: ``log(volume)`` against the baseline's median, the expected level scaled by the
-  session's length (a half day trades about half a day's volume, see
-  :func:`~fks_pipelines.market.calendars.session_fractions`); a volume of 0 on a traded bar is an
-  error. A volume the provider does not state is not judged.
+  session's type (:func:`volume_levels`: a half day, the sessions next to a holiday); a volume
+  of 0 on a traded bar is an error. A volume the provider does not state is not judged.
 - ``stale``: a run of equal closes reaching :func:`default_stale_run` bars, counted across
   partitions, reported on the bar where the run becomes visible (for the completeness check).
 
@@ -56,8 +55,8 @@ class Thresholds:
     Calibrated on 20 years of NASDAQ Composite daily bars (``bench/quality_detection.py``).
     """
 
-    close_warn: float = 3.5
-    close_error: float = 6.0
+    close_warn: float = 3.0
+    close_error: float = 5.0
     wick_warn: float = 15.0
     wick_error: float = 30.0
     volume_warn: float = 9.0
@@ -66,6 +65,26 @@ class Thresholds:
 
 DEFAULT_THRESHOLDS = Thresholds()
 FIELDS = ("close", "high", "low", "bar", "volume")
+
+
+HALF_DAY_VOLUME = 0.77
+"""A half day's volume over its share of a full session's (measured: 45 XNYS half days of the
+NASDAQ Composite, 1999-2018, traded a median exp(-0.267) of their length's share)."""
+BEFORE_HOLIDAY_VOLUME = 0.85
+"""A session before a weekday closure (157 measured: median exp(-0.157) of the usual level)."""
+AFTER_HOLIDAY_VOLUME = 0.92
+"""A session after a weekday closure (158 measured: median exp(-0.077))."""
+
+
+def volume_levels(
+    fraction: np.ndarray, before_holiday: np.ndarray, after_holiday: np.ndarray
+) -> np.ndarray:
+    """Each session's expected volume over a usual full session's: its length's share
+    (``fraction``, NaN for unknown: 1), less on a half day and next to a holiday."""
+    level = np.where(np.isfinite(fraction), fraction, 1.0)
+    level = np.where(level < 1.0, level * HALF_DAY_VOLUME, level)
+    level = np.where(before_holiday, level * BEFORE_HOLIDAY_VOLUME, level)
+    return np.where(after_holiday, level * AFTER_HOLIDAY_VOLUME, level)
 
 
 def default_stale_bars(interval_seconds: int) -> int:
@@ -87,7 +106,7 @@ def bar_errors(
     series: pd.DataFrame,
     *,
     baseline: int = DEFAULT_BASELINE,
-    session_fraction: np.ndarray | None = None,
+    volume_level: np.ndarray | None = None,
     stale_run: int = 3,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
 ) -> pd.DataFrame:
@@ -97,8 +116,8 @@ def bar_errors(
         series: One provider's bars of one symbol and interval, ascending ``ts``; ``open``,
             ``high``, ``low``, ``close`` and (nullable) ``volume``.
         baseline: Earlier bars setting each bar's scales.
-        session_fraction: Per bar, its session's length over a usual session (half days below
-            1); None for none known (crypto, intraday).
+        volume_level: Per bar, its session's expected volume over a usual session's
+            (:func:`volume_levels`); None for none known (crypto, intraday).
         stale_run: Equal closes in a row that make a stale run.
         thresholds: WARN and ERROR levels.
 
@@ -158,9 +177,8 @@ def bar_errors(
     center = _before(log_volume, baseline)
     spread = _MAD * _before(np.abs(log_volume - center), baseline)
     expected = center
-    if session_fraction is not None:
-        fraction = np.where(np.isfinite(session_fraction), session_fraction, 1.0)
-        expected = center + np.log(np.clip(fraction, 0.05, 1.0))
+    if volume_level is not None:
+        expected = center + np.log(np.clip(volume_level, 0.05, 1.0))
     vol = np.abs(log_volume - expected) / np.fmax(spread, _MIN_VOLUME_SCALE)
     vol = np.where(enough, vol, np.nan)
     zero_volume = volume == 0
@@ -174,6 +192,10 @@ def bar_errors(
             & (c[1:] == c[:-1])
             & ((volume[1:] == volume[:-1]) | (np.isnan(volume[1:]) & np.isnan(volume[:-1])))
         )
+    # The bar before a repeat has its own open as "next open": a close that moved would look
+    # reverted. The repeat is the error, so the bar before it is not scored against it.
+    before_repeat = np.append(same[1:], False)
+    close = np.where(before_repeat, 0.0, close)
     runs = _flat_run_lengths(c)
     stale = runs == stale_run
 

@@ -5,9 +5,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from fks_pipelines.market.calendars import holiday_neighbours, session_fractions
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.universe import Instrument
 from fks_pipelines.quality.assess import judge_days
+from fks_pipelines.quality.bar_errors import (
+    AFTER_HOLIDAY_VOLUME,
+    BEFORE_HOLIDAY_VOLUME,
+    HALF_DAY_VOLUME,
+    volume_levels,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "fixtures/real/nasdaq_composite_daily_1999-2018.csv.gz"
 XNYS = Instrument(asset_class="equity", calendar="XNYS")
@@ -68,3 +75,44 @@ def test_repeated_bar_and_broken_high_fail(bars: pd.DataFrame) -> None:
     judged = judge_days(planted.iloc[:60], planted.iloc[60:], planted["ts"].iloc[60], XNYS, D1)
     assert worst(judged[planted["ts"].iloc[70].floor("D")]) == "high"
     assert worst(judged[planted["ts"].iloc[90].floor("D")]) != "none"
+    # The bar before the repeat looks "reverted" by the repeat's open (its own): not blamed.
+    assert worst(judged[planted["ts"].iloc[69].floor("D")]) == "none"
+
+
+def test_a_first_partition_without_history_is_judged_without_failing(bars: pd.DataFrame) -> None:
+    """A new series: no stored bar before it, fewer bars than the baseline."""
+    one = judge_days(bars.iloc[:0], bars.iloc[:1], bars["ts"].iloc[0], XNYS, D1)
+    few = judge_days(bars.iloc[:0], bars.iloc[:5], bars["ts"].iloc[0], XNYS, D1)
+    assert [worst(j) for j in one.values()] == ["none"]
+    assert [worst(j) for j in few.values()] == ["none"] * 5
+
+
+def test_a_stale_run_across_daily_partitions_shows_on_the_day_it_becomes_visible(
+    bars: pd.DataFrame,
+) -> None:
+    """Four equal closes on four sessions, each run alone: the third holds the stale run."""
+    planted = bars.copy()
+    planted.loc[81:83, "close"] = planted.loc[80, "close"]
+    planted.loc[80:83, "high"] = planted.loc[80:83, ["high", "close"]].max(axis=1)
+    planted.loc[80:83, "low"] = planted.loc[80:83, ["low", "close"]].min(axis=1)
+    runs = {}
+    for i in range(80, 84):
+        judged = judge_days(
+            planted.iloc[i - 49 : i], planted.iloc[i : i + 1], planted["ts"].iloc[i], XNYS, D1
+        )
+        day = planted["ts"].iloc[i].floor("D")
+        runs[i] = judged[day].stale_runs
+    assert runs == {80: 0, 81: 0, 82: 1, 83: 0}
+
+
+def test_volume_is_expected_lower_on_a_half_day_and_next_to_a_holiday() -> None:
+    # 3 July 2024 (half day, before Independence Day), 5 July (after it), 8 July (usual).
+    days = pd.DatetimeIndex(["2024-07-03", "2024-07-05", "2024-07-08"], tz="UTC")
+    before, after = holiday_neighbours("XNYS", days)
+    levels = volume_levels(session_fractions("XNYS", days), before, after)
+    assert list(before) == [True, False, False] and list(after) == [False, True, False]
+    assert levels[0] == pytest.approx(
+        session_fractions("XNYS", days)[0] * HALF_DAY_VOLUME * BEFORE_HOLIDAY_VOLUME
+    )
+    assert levels[1] == pytest.approx(AFTER_HOLIDAY_VOLUME)
+    assert levels[2] == 1.0
