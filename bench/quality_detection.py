@@ -4,8 +4,8 @@
 
 Run from the repository root. The series: ``nasdaq_composite_daily_1999-2018.csv.gz`` (5,031
 sessions, ``fks_pipelines_tests/fixtures/real``). For each error kind (close ±5/10/20 % with
-high/low widened to stay schema-valid, a repeated bar, high x1.2, low x0.8, close x10 and ÷10
-with the range widened, volume 0, volume x1000) a copy of the series gets the error planted every
+high/low widened to stay schema-valid, a whole bar scaled by ±5/10 %, a repeated bar, high x1.2,
+low x0.8, close x10 and ÷10 with the range widened, volume 0, volume x1000) a copy of the series gets the error planted every
 ``--every`` sessions (``--offsets`` copies, shifted), and the copy runs through
 :func:`~fks_pipelines.quality.assess.judge_days`, the function the OHLCV asset calls, as the
 daily schedule runs it (one day per run, N bars of history; the run of day t+1 records the final
@@ -39,6 +39,7 @@ INSTRUMENT = Instrument(asset_class="equity", calendar="XNYS")
 DAILY = Interval.parse("1d")
 KINDS = (
     "close+5%", "close-5%", "close+10%", "close-10%", "close+20%", "close-20%",
+    "bar*1.05", "bar*0.95", "bar*1.1", "bar*0.9",
     "repeated", "high*1.2", "low*0.8", "close*10", "close/10", "volume0", "volume*1000",
 )  # fmt: skip
 
@@ -66,6 +67,9 @@ def plant(frame: pd.DataFrame, kind: str, rows: np.ndarray) -> pd.DataFrame:
     o, h, lo, c, v = (out[k].to_numpy().copy() for k in ("open", "high", "low", "close", "volume"))
     if kind.startswith("close") and "%" in kind:
         c[rows] *= 1 + float(kind[5:-1]) / 100
+    elif kind.startswith("bar*"):  # the whole bar scaled: open, high, low and close
+        for column in (o, h, lo, c):
+            column[rows] *= float(kind[4:])
     elif kind == "close*10":
         c[rows] *= 10
     elif kind == "close/10":

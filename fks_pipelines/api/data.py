@@ -331,14 +331,15 @@ def ohlcv(
     bars = fetch_bars(services, target, provider is not None, bar, first, last, now)
     validation = None
     if validate:
+        instrument = services.universe.instruments[target.instrument]
         history = services.stored_ohlcv(
-            bars.provider, bar, bars.symbol, history_start(first, bar), first
+            bars.provider, bar, bars.symbol, history_start(first, bar, instrument), first
         )
         lag_s = services.universe.providers[bars.provider].freshness_lag_minutes * 60.0
         assessed = assess_window(
             bars.frame,
             empty_frame() if history is None else history,
-            services.universe.instruments[target.instrument],
+            instrument,
             bar,
             first,
             last,

@@ -1,9 +1,10 @@
 """The quality of one symbol's window of bars, as the provider assets' checks measure it.
 
 The provider assets and the HTTP service's ``validate=true`` both use these, so that a window
-gets the same verdict wherever it is looked at: the schema report, outliers of close returns and
-log volume against the bars before them (stored history included), completeness against the
-instrument's calendar, and the quality score.
+gets the same verdict wherever it is looked at: the schema report, the data-error detectors of
+:mod:`~fks_pipelines.quality.bar_errors` against the N bars before each bar (stored history
+included) and the bar after it, completeness against the instrument's calendar, and the quality
+score.
 """
 
 from __future__ import annotations
@@ -29,13 +30,10 @@ from fks_pipelines.quality.bar_errors import (
     volume_levels,
 )
 from fks_pipelines.quality.completeness import CompletenessReport, check_completeness
-from fks_pipelines.quality.outliers import OutlierDetector, OutlierResult
+from fks_pipelines.quality.outliers import MAX_LISTED, OutlierResult
 from fks_pipelines.quality.schema import SchemaReport, check_schema
 from fks_pipelines.quality.score import QualityScore, quality_score
 
-DETECTOR = OutlierDetector()
-"""Close returns and log volume against the 48 bars before each bar (MAD, threshold 3)."""
-OUTLIER_FIELDS = ("close", "volume", "quote_volume")
 RECENT = pd.Timedelta(days=2)
 """Timeliness is scored only for windows that closed less than this long ago."""
 
@@ -70,24 +68,6 @@ def last_bars(history: pd.DataFrame, bars: int = BASELINE_BARS + 1) -> pd.DataFr
     if not keys:
         return ordered.tail(bars)
     return ordered.groupby(keys, sort=False, observed=True).tail(bars)
-
-
-def detect_outliers(
-    history: pd.DataFrame, bars: pd.DataFrame, since: pd.Timestamp
-) -> list[OutlierResult]:
-    """Outliers among ``bars`` (one series), scored against ``history`` before ``since`` too, so
-    that a daily window's single bar has a baseline."""
-    frame = pd.concat([history, bars], ignore_index=True) if len(history) else bars
-    return DETECTOR.detect(frame, fields=OUTLIER_FIELDS, since=since)
-
-
-def detect_outliers_by_day(
-    history: pd.DataFrame, bars: pd.DataFrame, since: pd.Timestamp
-) -> dict[pd.Timestamp, list[OutlierResult]]:
-    """:func:`detect_outliers` with one result list per UTC day of ``bars`` (a partition each):
-    the block is scored once, and each day is judged on its own bars."""
-    frame = pd.concat([history, bars], ignore_index=True) if len(history) else bars
-    return DETECTOR.detect_by_day(frame, fields=OUTLIER_FIELDS, since=since)
 
 
 @dataclass(frozen=True)
@@ -179,9 +159,17 @@ def judge_days(
     return out
 
 
-_FIELD_VALUE = {"close": "close", "high": "high", "low": "low", "bar": "close", "volume": "volume"}
+_FIELD_VALUE = {
+    "close": "close",
+    "shift": "open",
+    "high": "high",
+    "low": "low",
+    "bar": "close",
+    "volume": "volume",
+}
 _FIELD_LEVELS = {
     "close": (DEFAULT_THRESHOLDS.close_warn, DEFAULT_THRESHOLDS.close_error),
+    "shift": (DEFAULT_THRESHOLDS.shift_warn, DEFAULT_THRESHOLDS.shift_error),
     "high": (DEFAULT_THRESHOLDS.wick_warn, DEFAULT_THRESHOLDS.wick_error),
     "low": (DEFAULT_THRESHOLDS.wick_warn, DEFAULT_THRESHOLDS.wick_error),
     "bar": (0.5, 0.5),
@@ -201,7 +189,7 @@ def _result(
     if worst is not None and over.any():
         severity = "high" if worst >= error else "medium"
     flagged = np.flatnonzero(over)
-    flagged = flagged[np.argsort(-scores[flagged], kind="stable")][:20]
+    flagged = flagged[np.argsort(-scores[flagged], kind="stable")][:MAX_LISTED]
     return OutlierResult(
         field=name,
         method="errors",
@@ -215,6 +203,46 @@ def _result(
         scores=[min(float(scores[i]), 1e9) for i in flagged],
         symbols=[symbol] * len(flagged),
     )
+
+
+def merge_days(days: list[DayJudgement]) -> list[OutlierResult]:
+    """One result per detector over several days' verdicts (the worst listed first)."""
+    merged = []
+    for name in FIELDS:
+        results = [r for judged in days for r in judged.outliers if r.field == name]
+        warn, _ = _FIELD_LEVELS[name]
+        worst = [r.max_score for r in results if r.max_score is not None]
+        listed = sorted(
+            (
+                (score, ts, value, symbol)
+                for r in results
+                for score, ts, value, symbol in zip(
+                    r.scores, r.timestamps, r.values, r.symbols, strict=True
+                )
+            ),
+            key=lambda item: -item[0],
+        )[:MAX_LISTED]
+        merged.append(
+            OutlierResult(
+                field=name,
+                method="errors",
+                threshold=warn,
+                count=sum(r.count for r in results),
+                scored=sum(r.scored for r in results),
+                max_score=max(worst) if worst else None,
+                severity=max(
+                    (r.severity for r in results), key=_SEVERITY_ORDER.index, default="none"
+                ),
+                timestamps=[item[1] for item in listed],
+                values=[item[2] for item in listed],
+                scores=[item[0] for item in listed],
+                symbols=[item[3] for item in listed],
+            )
+        )
+    return merged
+
+
+_SEVERITY_ORDER = ("none", "low", "medium", "high")
 
 
 def window_score(
@@ -264,12 +292,15 @@ def assess_window(
     now: pd.Timestamp,
     expected_lag_s: float,
 ) -> WindowAssessment:
-    """Schema, outliers, completeness and quality score of one series' bars in ``[start, end)``.
+    """Schema, data errors, completeness and quality score of one series' bars in
+    ``[start, end)``: the detectors of :func:`judge_days`, as the provider assets run them, with
+    the window's days merged into one result per detector (the last bar is provisional: the bar
+    after the window is not read).
 
     Args:
         bars: The window's bars (canonical frame, one provider and symbol).
         history: Stored bars of the same series from :func:`history_start` to ``start`` (may be
-            empty): the outlier baseline.
+            empty): the data-error detectors' baseline (its last N bars, as the assets read it).
         instrument: The bars' instrument (its calendar sets the expected bars).
         interval: The bar interval.
         start: Window start, inclusive.
@@ -278,7 +309,8 @@ def assess_window(
         expected_lag_s: The provider's freshness lag, for timeliness.
     """
     schema = check_schema(bars, interval)
-    outliers = detect_outliers(history, bars, start)
+    judged = judge_days(history, bars, start, instrument, interval)
+    outliers = merge_days([j for day, j in judged.items() if day >= start.floor("D")])
     completeness = check_completeness(bars, instrument, interval, start, end, now)
     score = window_score(completeness, schema, outliers, end, now, expected_lag_s)
     return WindowAssessment(schema, outliers, completeness, score)

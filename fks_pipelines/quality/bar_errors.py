@@ -13,6 +13,9 @@ from a move:
   the baseline) uses the next close as the reference. The bar at fault is the one scored: the
   next bar's own legs do not involve the bad close, so a correct bar after a bad one is not
   blamed. Needs the next bar.
+- ``shift`` (a whole bar off its neighbours: open and close moved alike, e.g. one bar scaled
+  wrong): the gap into the bar and the way back out of it, in opposite directions, each in units
+  of its usual size; the weaker of the two is the score. Needs the next bar.
 - ``high`` / ``low`` (internal consistency beyond the schema): how far the high reaches above the
   open, the close and the next open (the low below them), against the baseline's usual wicks.
 - ``bar`` (a repeated or frozen bar): open, high, low, close and volume equal to the bar before
@@ -61,10 +64,12 @@ class Thresholds:
     wick_error: float = 30.0
     volume_warn: float = 9.0
     volume_error: float = 18.0
+    shift_warn: float = 4.5
+    shift_error: float = 7.0
 
 
 DEFAULT_THRESHOLDS = Thresholds()
-FIELDS = ("close", "high", "low", "bar", "volume")
+FIELDS = ("close", "shift", "high", "low", "bar", "volume")
 
 
 HALF_DAY_VOLUME = 0.77
@@ -122,8 +127,8 @@ def bar_errors(
         thresholds: WARN and ERROR levels.
 
     Returns:
-        One row per bar, in ``series``' order: ``ts``; scores ``close``, ``high``, ``low``,
-        ``volume`` (NaN where not judged); ``bar`` (1.0 for a repeated bar, else 0.0);
+        One row per bar, in ``series``' order: ``ts``; scores ``close``, ``shift``, ``high``,
+        ``low``, ``volume`` (NaN where not judged); ``bar`` (1.0 for a repeated bar, else 0.0);
         ``zero_volume``; ``stale`` (the bar where a stale run becomes visible); ``final``
         (the next bar is known); ``severity`` (``none``, ``medium``, ``high``) and ``reason``.
     """
@@ -146,6 +151,19 @@ def bar_errors(
     final[:-1] = True
     enough = np.arange(n) >= MIN_BASELINE
 
+    same = np.zeros(n, dtype=bool)
+    if n > 1:
+        same[1:] = (
+            (o[1:] == o[:-1])
+            & (h[1:] == h[:-1])
+            & (lo[1:] == lo[:-1])
+            & (c[1:] == c[:-1])
+            & ((volume[1:] == volume[:-1]) | (np.isnan(volume[1:]) & np.isnan(volume[:-1])))
+        )
+    # The bar before a repeat has its own open as "next open": a close that moved would look
+    # reverted. The repeat is the error, so the bar before it is not scored against it.
+    before_repeat = np.append(same[1:], False)
+
     # Scales from the bars before each bar (the gap into a bar is known at the bar).
     s_c = np.fmax(_MAD * _before(np.abs(intraday), baseline), _MIN_SCALE)
     s_g = np.fmax(_MAD * _before(np.abs(gap), baseline, include_own=True), _MIN_SCALE)
@@ -165,7 +183,17 @@ def bar_errors(
     leg_out = -out * sign / s_g
     combined = (intraday / s_c**2 - out / s_g**2) / np.sqrt(1 / s_c**2 + 1 / s_g**2)
     close = np.where((leg_in > 1) & (leg_out > 1), np.abs(combined), 0.0)
-    close = np.where(final & enough, close, np.nan)
+    # A whole bar off its neighbours: the gap into it and the way out of it, opposite ways.
+    s_in = np.fmax(_MAD * _before(np.abs(gap), baseline), _MIN_SCALE)
+    s_in = np.fmax(s_in, 0.1 * s_c)
+    side = np.sign(gap)
+    shift_in = gap * side / s_in
+    shift_out = -out * side / s_g
+    # Both legs must be large: the weaker one is the score (a big gap back after a bad close
+    # leaves the next bar's way out small).
+    shifted = np.fmax(np.fmin(shift_in, shift_out), 0.0)
+    shifted = np.where(final & enough & ~before_repeat, shifted, np.nan)
+    close = np.where(final & enough & ~before_repeat, close, np.nan)
 
     s_up = np.fmax(_MAD * _before(upper, baseline), _MIN_SCALE)
     s_down = np.fmax(_MAD * _before(lower, baseline), _MIN_SCALE)
@@ -183,25 +211,13 @@ def bar_errors(
     vol = np.where(enough, vol, np.nan)
     zero_volume = volume == 0
 
-    same = np.zeros(n, dtype=bool)
-    if n > 1:
-        same[1:] = (
-            (o[1:] == o[:-1])
-            & (h[1:] == h[:-1])
-            & (lo[1:] == lo[:-1])
-            & (c[1:] == c[:-1])
-            & ((volume[1:] == volume[:-1]) | (np.isnan(volume[1:]) & np.isnan(volume[:-1])))
-        )
-    # The bar before a repeat has its own open as "next open": a close that moved would look
-    # reverted. The repeat is the error, so the bar before it is not scored against it.
-    before_repeat = np.append(same[1:], False)
-    close = np.where(before_repeat, 0.0, close)
     runs = _flat_run_lengths(c)
     stale = runs == stale_run
 
     t = thresholds
     high_mask = (
         (close >= t.close_error)
+        | (shifted >= t.shift_error)
         | (high >= t.wick_error)
         | (low >= t.wick_error)
         | (vol >= t.volume_error)
@@ -210,16 +226,18 @@ def bar_errors(
     )
     medium_mask = (
         (close >= t.close_warn)
+        | (shifted >= t.shift_warn)
         | (high >= t.wick_warn)
         | (low >= t.wick_warn)
         | (vol >= t.volume_warn)
     )
     severity = np.where(high_mask, "high", np.where(medium_mask, "medium", "none"))
-    reason = _reasons(close, high, low, vol, zero_volume, same, t)
+    reason = _reasons(close, shifted, high, low, vol, zero_volume, same, t)
     return pd.DataFrame(
         {
             "ts": series["ts"].to_numpy() if n else pd.Series([], dtype="datetime64[ns, UTC]"),
             "close": close,
+            "shift": shifted,
             "high": high,
             "low": low,
             "bar": same.astype("float64"),
@@ -265,6 +283,7 @@ def _flat_run_lengths(close: np.ndarray) -> np.ndarray:
 
 def _reasons(
     close: np.ndarray,
+    shifted: np.ndarray,
     high: np.ndarray,
     low: np.ndarray,
     vol: np.ndarray,
@@ -276,6 +295,7 @@ def _reasons(
     reasons = [""] * len(close)
     flagged = np.flatnonzero(
         (np.nan_to_num(close) >= t.close_warn)
+        | (np.nan_to_num(shifted) >= t.shift_warn)
         | (np.nan_to_num(high) >= t.wick_warn)
         | (np.nan_to_num(low) >= t.wick_warn)
         | (np.nan_to_num(vol) >= t.volume_warn)
@@ -288,6 +308,8 @@ def _reasons(
             parts.append("bar repeats the bar before")
         if close[i] >= t.close_warn:
             parts.append(f"close spike reverted by the next open (score {close[i]:.1f})")
+        if shifted[i] >= t.shift_warn:
+            parts.append(f"whole bar off both neighbours (score {shifted[i]:.1f})")
         if high[i] >= t.wick_warn:
             parts.append(f"high far above open, close and next open (score {high[i]:.1f})")
         if low[i] >= t.wick_warn:

@@ -7,7 +7,7 @@ import pandas as pd
 
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.universe import Instrument
-from fks_pipelines.quality.assess import DETECTOR, assess_window, history_start
+from fks_pipelines.quality.assess import BASELINE_BARS, assess_window
 from fks_pipelines_tests.quality.support import wavy_hours
 
 HOUR = Interval.parse("1h")
@@ -35,7 +35,7 @@ def test_a_clean_old_window_scores_without_timeliness() -> None:
 
     assert assessed.schema.passed
     assert assessed.completeness.missing == 0
-    assert [r.field for r in assessed.outliers] == ["close", "volume", "quote_volume"]
+    assert [r.field for r in assessed.outliers] == ["close", "shift", "high", "low", "bar", "volume"]
     assert assessed.score.score == 100.0
     assert "timeliness" not in assessed.score.parts
 
@@ -51,7 +51,7 @@ def test_a_window_just_closed_is_scored_on_time_too() -> None:
 
 
 def test_a_bad_print_is_found_against_the_history_before_the_window() -> None:
-    history = hourly(history_start(DAY, HOUR), DETECTOR.window)
+    history = hourly(DAY - (BASELINE_BARS + 1) * HOUR.offset, BASELINE_BARS + 1)
     closes = 100.0 + np.sin(np.arange(24) / 3.0)
     closes[0] *= 1.5  # the window's first bar: only the history gives it a baseline
     bars = hourly(DAY, 24, closes)
@@ -59,11 +59,12 @@ def test_a_bad_print_is_found_against_the_history_before_the_window() -> None:
 
     with_history = assess_window(bars, history, CRYPTO, HOUR, DAY, NEXT_DAY, later, LAG_S)
 
-    close = with_history.outliers[0]
-    assert close.severity == "high"
-    assert close.timestamps[0] == DAY
+    # The whole bar (open = close here) is off both neighbours.
+    [shift] = [r for r in with_history.outliers if r.field == "shift"]
+    assert shift.severity == "high"
+    assert shift.timestamps[0] == DAY
     assert with_history.score.parts["outliers"] == 0.0
-    assert close.scored == 24  # the history is baseline only
+    assert shift.scored == 23  # the history is baseline only; the last bar awaits its next
 
 
 def test_missing_bars_lower_completeness() -> None:
