@@ -5,12 +5,13 @@
 Run from the repository root. The series: ``nasdaq_composite_daily_1999-2018.csv.gz`` (5,031
 sessions, ``fks_pipelines_tests/fixtures/real``). For each error kind (close ±5/10/20 % with
 high/low widened to stay schema-valid, a whole bar scaled by ±5/10 %, a repeated bar, high x1.2,
-low x0.8, close x10 and ÷10 with the range widened, volume 0, volume x1000) a copy of the series gets the error planted every
-``--every`` sessions (``--offsets`` copies, shifted), and the copy runs through
-:func:`~fks_pipelines.quality.assess.judge_days`, the function the OHLCV asset calls, as the
-daily schedule runs it (one day per run, N bars of history; the run of day t+1 records the final
-verdict of day t) and as a backfill (blocks of ``--block`` days in order; the block after
-records the verdict of a block's last day). A partition's verdict is its final one.
+low x0.8, close x10 and ÷10 with the range widened, volume 0, volume x1000) a copy of the
+series gets the error planted every ``--every`` sessions (``--offsets`` copies, shifted). Each
+copy runs through :func:`~fks_pipelines.quality.assess.judge_days`, the function the OHLCV
+asset calls, as the daily schedule runs it (one day per run, N bars of history; the run of day
+t+1 records the final verdict of day t) and as a backfill (blocks of ``--block`` days in order;
+the block after records the verdict of a block's last day). A partition's verdict is its final
+one.
 
 Reported: detection (WARN or ERROR, and ERROR alone) per kind, by year for ±5 %; false alarms on
 the untouched series (ERROR and WARN per series-year, with the days); blame accuracy (of the
