@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 
 import dagster as dg
 import numpy as np
@@ -42,7 +42,7 @@ from fks_pipelines.providers.errors import QuotaExhausted, RequestRejected
 from fks_pipelines.quality.assess import DayJudgement, history_start, judge_days, window_score
 from fks_pipelines.quality.completeness import CompletenessReport, check_completeness
 from fks_pipelines.quality.outliers import OutlierResult
-from fks_pipelines.quality.report import quality_row
+from fks_pipelines.quality.report import quality_row, revised_row
 from fks_pipelines.quality.schema import SchemaReport
 from fks_pipelines.quality.score import QualityScore
 from fks_pipelines.warehouse.store import Scope, Warehouse
@@ -162,7 +162,7 @@ def build_ohlcv_asset(
             now = pd.Timestamp.now(tz="UTC")
             written = 0
             evaluations: list[dg.AssetCheckEvaluation] = []
-            rows: list[dict[str, object]] = []
+            rows: dict[tuple[str, date], dict[str, object]] = {}  # (symbol, day) -> quality row
             run_id = context.run.run_id
             try:
                 with source.get_client() as client:
@@ -181,14 +181,20 @@ def build_ohlcv_asset(
                         written += warehouse.write_ohlcv(frame, scope)
                         evaluations += passed
                         judgements = _judgements(universe, provider, bar, block, frame, warehouse)
-                        for key_before, judged in _earlier(judgements, block):
-                            # A later bar revealed an earlier partition's fault (or cleared
-                            # it): the verdict lands on that partition, not on this run's.
-                            evaluations.append(
-                                outliers_evaluation(
-                                    key, key_before, judged.outliers, final=judged.final
-                                )
+                        # A later bar revealed an earlier partition's fault (or cleared it): the
+                        # verdict lands on that partition (its check and its quality row).
+                        earlier = {
+                            key_before: outliers_evaluation(
+                                key, key_before, judged.outliers, final=judged.final
                             )
+                            for key_before, judged in earlier_verdicts(judgements, block)
+                        }
+                        evaluations += earlier.values()
+                        rows.update(
+                            _revised_rows(
+                                warehouse, provider, interval, earlier, judgements, rows, run_id
+                            )
+                        )
                         for part in _assess(
                             universe, provider, bar, block, frame, schema, judgements, now
                         ):
@@ -199,10 +205,11 @@ def build_ohlcv_asset(
                             ]
                             evaluations += found
                             context.add_asset_metadata(part.metadata(found), partition_key=part.key)
-                            rows.append(part.quality_row(provider, interval, found, run_id))
+                            row = part.quality_row(provider, interval, found, run_id)
+                            rows[(str(row["symbol"]), row["day"])] = row  # type: ignore[index]
                     work = client.metadata()
                 # The daily quality report reads these; one upsert for the run.
-                warehouse.write_quality(pd.DataFrame(rows))
+                warehouse.write_quality(pd.DataFrame(list(rows.values())))
             except PERMANENT_FAILURES as exc:
                 raise dg.Failure(description=str(exc), allow_retries=False) from exc
             context.log.info(
@@ -322,7 +329,7 @@ def _judgements(
     return out
 
 
-def _earlier(
+def earlier_verdicts(
     judgements: dict[str, dict[pd.Timestamp, DayJudgement]], block: Block
 ) -> Iterator[tuple[str, DayJudgement]]:
     """Verdicts of partitions before the block that its first bars completed."""
@@ -330,6 +337,40 @@ def _earlier(
         for day, judged in days.items():
             if day < block.start:
                 yield str(partition_key(day.date(), symbol)), judged
+
+
+def _revised_rows(
+    warehouse: Warehouse,
+    provider: str,
+    interval: str,
+    earlier: dict[str, dg.AssetCheckEvaluation],
+    judgements: dict[str, dict[pd.Timestamp, DayJudgement]],
+    pending: dict[tuple[str, date], dict[str, object]],
+    run_id: str,
+) -> dict[tuple[str, date], dict[str, object]]:
+    """The quality rows of the ``earlier`` partitions with their final outliers verdict: this
+    run's own row of an earlier block (``pending``) or the stored one (a partition never stored
+    has no row to revise)."""
+    if not earlier:
+        return {}
+    parts = [DaySymbol.from_key(k) for k in earlier]
+    days = [p.day for p in parts]
+    stored = warehouse.read_quality(min(days), max(days) + timedelta(days=1), [provider])
+    found = {
+        (str(r["symbol"]), pd.Timestamp(r["day"]).date()): r
+        for r in stored.to_dict("records")
+        if r["interval"] == interval
+    }
+    revised = {}
+    for part, evaluation in zip(parts, earlier.values(), strict=True):
+        at = (part.symbol, part.day)
+        row = pending.get(at) or found.get(at)
+        if row is None:
+            continue
+        judged = judgements[part.symbol][pd.Timestamp(part.day, tz="UTC")]
+        failed = failed_checks([evaluation])
+        revised[at] = revised_row(row, judged.outliers, failed[0] if failed else None, run_id)
+    return revised
 
 
 def _assess(

@@ -67,16 +67,22 @@ def provider_check_specs(
         partitions_def,
         {
             SCHEMA: SCHEMA_DESCRIPTION,
-            OUTLIERS: (
-                "Close returns and log volumes (base and quote, each where the provider states "
-                "it) against a rolling robust (MAD) baseline of the bars before them, stored "
-                "history included; each partition is judged on its own bars: high severity "
-                "fails as ERROR, medium as WARN."
-            ),
+            OUTLIERS: OUTLIERS_DESCRIPTION,
             COMPLETENESS: COMPLETENESS_DESCRIPTION,
             FRESHNESS: freshness,
         },
     )
+
+
+OUTLIERS_DESCRIPTION = (
+    "Data errors, not market moves: each bar against the N bars before it (stored history "
+    "included, read as bars) and the bar after it, so the verdict is the same however the runs "
+    "are cut. A close spike the next open reverts, a whole bar off both neighbours, a high or "
+    "low far beyond the open, close and next open, a bar repeating the one before, a volume off "
+    "its session type's level (half days, next to holidays) or 0. High severity fails as ERROR, "
+    "medium as WARN. A partition's last bar is provisional until the next bar arrives; the run "
+    "that stores it records the final verdict on this partition."
+)
 
 
 def consolidated_check_specs(
@@ -88,6 +94,11 @@ def consolidated_check_specs(
         {
             SCHEMA: SCHEMA_DESCRIPTION,
             COMPLETENESS: COMPLETENESS_DESCRIPTION,
+            OUTLIERS: (
+                f"{OUTLIERS_DESCRIPTION} Here a close that a second provider matched (within "
+                "the asset class's warn tolerance) moved with the market and is not an error; "
+                "volumes of different providers are not comparable and are not judged."
+            ),
             AGREEMENT: (
                 "Where providers cover the same bar, their closes against the chosen one: bars "
                 "beyond the asset class's warn tolerance fail as WARN, any beyond its hard "
@@ -182,14 +193,23 @@ def worst_severity(results: Sequence[OutlierResult]) -> str:
 
 
 def outliers_evaluation(
-    key: dg.AssetKey, partition: str, results: Sequence[OutlierResult], *, final: bool = True
+    key: dg.AssetKey,
+    partition: str,
+    results: Sequence[OutlierResult],
+    *,
+    final: bool = True,
+    confirmed: int | None = None,
 ) -> dg.AssetCheckEvaluation:
     """One partition's data errors, judged on its own bars (one result per detector).
 
     ``final`` is False while the partition's last bar has no next bar yet: the run that stores
-    the next bar records the final verdict on this partition.
+    the next bar records the final verdict on this partition. ``confirmed`` (consolidated series)
+    counts the flags a second provider's matching close cleared.
     """
     metadata: dict[str, object] = {"verdict": "final" if final else "provisional"}
+    if confirmed is not None:
+        # Consolidated series: flags a second provider's matching close cleared.
+        metadata["confirmed_by_second_provider"] = confirmed
     for result in results:
         metadata[f"outliers_{result.field}_count"] = result.count
         metadata[f"outliers_{result.field}_severity"] = result.severity

@@ -19,9 +19,11 @@ import pandas as pd
 from fks_pipelines.defs.assets import (
     DAY,
     DEFAULT_POLICY,
+    FOLLOWING,
     AssetPolicy,
     asset_class_tag,
     beta_apis,
+    earlier_verdicts,
     ohlcv_asset_key,
     with_code_references,
 )
@@ -32,6 +34,7 @@ from fks_pipelines.defs.checks import (
     consolidated_check_specs,
     failed_checks,
     failed_summary,
+    outliers_evaluation,
     schema_gate,
     selected,
 )
@@ -48,6 +51,7 @@ from fks_pipelines.market.consolidate import CONSOLIDATED, as_canonical, consoli
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.universe import Tolerance, Universe
 from fks_pipelines.quality.agreement import Agreement, measure_agreement
+from fks_pipelines.quality.assess import DayJudgement, history_start, judge_days
 from fks_pipelines.quality.completeness import CompletenessReport, check_completeness
 from fks_pipelines.quality.report import quality_row
 from fks_pipelines.quality.schema import SchemaReport
@@ -176,9 +180,14 @@ def build_consolidated_asset(
                 scope = ConsolidatedScope(interval, block.symbols, block.start, block.end)
                 written += warehouse.write_consolidated(frame, scope)
                 evaluations += passed
-                for part in _partitions(universe, bar, block, frame, bars, schema, now):
+                judgements = _judgements(universe, bar, block, frame, warehouse)
+                for key_before, judged in earlier_verdicts(judgements, block):
+                    # The first bar of the block completed an earlier partition's verdict.
+                    evaluations.append(_outliers(key, key_before, judged))
+                for part in _partitions(universe, bar, block, frame, bars, schema, judgements, now):
                     found = [
                         completeness_evaluation(key, part.key, part.completeness),
+                        _outliers(key, part.key, part.judged),
                         agreement_evaluation(key, part.key, part.agreement, part.tolerance),
                     ]
                     evaluations += found
@@ -197,6 +206,39 @@ def build_consolidated_asset(
             yield from check_outputs(context)
 
     return _consolidated
+
+
+def _outliers(key: dg.AssetKey, partition: str, judged: DayJudgement) -> dg.AssetCheckEvaluation:
+    return outliers_evaluation(
+        key, partition, judged.outliers, final=judged.final, confirmed=judged.confirmed
+    )
+
+
+def _judgements(
+    universe: Universe, bar: Interval, block: Block, frame: pd.DataFrame, warehouse: Warehouse
+) -> dict[str, dict[pd.Timestamp, DayJudgement]]:
+    """Each instrument's day verdicts on its golden series, as the provider assets judge theirs
+    (N stored bars before, the stored bar after), a close confirmed by a second provider
+    cleared. Volumes are not judged: a bar filled from another provider has that provider's."""
+    instruments = {name: universe.instruments[name] for name in block.symbols}
+    since = min(history_start(block.start, bar, i) for i in instruments.values())
+    history = warehouse.read_consolidated(bar.name, list(block.symbols), since, block.start)
+    following = warehouse.read_consolidated(
+        bar.name, list(block.symbols), block.end, block.end + FOLLOWING
+    )
+    no_volume = {"volume": np.nan, "quote_volume": np.nan}
+    out = {}
+    for name, instrument in instruments.items():
+        out[name] = judge_days(
+            history.loc[history["instrument"] == name].assign(**no_volume),
+            frame.loc[frame["instrument"] == name].assign(**no_volume),
+            block.start,
+            instrument,
+            bar,
+            following.loc[following["instrument"] == name].head(1).assign(**no_volume),
+            confirm_bps=universe.tolerance(name).warn_bps,
+        )
+    return out
 
 
 def _windows(
@@ -224,6 +266,7 @@ class ConsolidatedPartition:
     completeness: CompletenessReport
     agreement: Agreement
     tolerance: Tolerance
+    judged: DayJudgement
     score: QualityScore
 
     def quality_row(
@@ -260,9 +303,10 @@ def _partitions(
     frame: pd.DataFrame,
     bars: pd.DataFrame,
     schema: SchemaReport,
+    judgements: dict[str, dict[pd.Timestamp, DayJudgement]],
     now: pd.Timestamp,
 ) -> Iterator[ConsolidatedPartition]:
-    """Completeness, agreement and quality score of each partition of ``block``.
+    """Completeness, data errors, agreement and quality score of each partition of ``block``.
 
     ``frame`` is the block's consolidated series and ``bars`` the same rows as a canonical
     frame (for the completeness check).
@@ -283,13 +327,17 @@ def _partitions(
                 bars.iloc[inside], calendar, bar, start, start + DAY, now
             )
             agreement = measure_agreement(part, tolerance.warn_bps)
-            score = quality_score(completeness, schema, [], None, None, agreement, tolerance)
+            judged = judgements[instrument].get(start, DayJudgement(start, [], final=True))
+            score = quality_score(
+                completeness, schema, judged.outliers, None, None, agreement, tolerance
+            )
             yield ConsolidatedPartition(
                 str(partition_key(day, instrument)),
                 part,
                 completeness,
                 agreement,
                 tolerance,
+                judged,
                 score,
             )
 

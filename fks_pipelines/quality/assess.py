@@ -81,6 +81,8 @@ class DayJudgement:
             when the next bar arrives).
         stale_runs: Stale runs of equal closes that became visible on this day.
         stale_examples: Their first bars (ISO open times).
+        confirmed: Bars a price-move detector flagged that a second provider's close confirmed
+            (cleared; see ``confirm_bps`` of :func:`judge_days`).
     """
 
     day: pd.Timestamp
@@ -88,6 +90,7 @@ class DayJudgement:
     final: bool
     stale_runs: int = 0
     stale_examples: list[str] = field(default_factory=list)
+    confirmed: int = 0
 
 
 def judge_days(
@@ -98,6 +101,7 @@ def judge_days(
     interval: Interval,
     following: pd.DataFrame | None = None,
     baseline: int = BASELINE_BARS,
+    confirm_bps: float | None = None,
 ) -> dict[pd.Timestamp, DayJudgement]:
     """The data-error verdict of each UTC day of ``bars`` (one series), and of the last day of
     ``history`` whose next bar is the first of ``bars`` (judged now, on that earlier partition).
@@ -105,6 +109,10 @@ def judge_days(
     Only the ``baseline + 1`` bars before a bar, the bar and the bar after it decide its verdict,
     so the verdict is the same whatever the run's cut. ``following`` (stored bars after the
     window, may be empty) gives the window's last bar its next bar.
+
+    ``confirm_bps`` (consolidated series: frames with ``providers`` and ``agreement_bps``): a bar
+    whose close a second provider matched within ``confirm_bps`` moved with the market, so the
+    price-move detectors (``close``, ``shift``) clear it, and its day counts it as ``confirmed``.
     """
     history = last_bars(history, baseline + 1)
     frames = [f for f in (history, bars, following) if f is not None and len(f)]
@@ -135,6 +143,15 @@ def judge_days(
     symbol = str(frame["symbol"].iloc[0]) if "symbol" in frame.columns else ""
     columns = {name: scores[name].to_numpy(dtype="float64") for name in FIELDS}
     columns["volume"] = np.where(scores["zero_volume"].to_numpy(), np.inf, columns["volume"])
+    confirmed = np.zeros(len(frame), dtype=bool)
+    if confirm_bps is not None:
+        agreed = (frame["providers"].to_numpy() >= 2) & (
+            frame["agreement_bps"].to_numpy(dtype="float64", na_value=np.nan) <= confirm_bps
+        )
+        for name in _PRICE_MOVES:
+            flagged = np.nan_to_num(columns[name]) >= _FIELD_LEVELS[name][0]
+            confirmed |= agreed & flagged
+            columns[name] = np.where(agreed & flagged, 0.0, columns[name])
     values = {
         name: pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype="float64")
         for name, column in _FIELD_VALUE.items()
@@ -155,10 +172,13 @@ def judge_days(
             final=bool(final[rows].all()),
             stale_runs=int(stale[rows].sum()),
             stale_examples=[t.isoformat() for t in stamps[rows][stale[rows]][:5]],
+            confirmed=int(confirmed[rows].sum()),
         )
     return out
 
 
+_PRICE_MOVES = ("close", "shift")
+"""Detectors a second provider's matching close overrules (a move both saw is the market's)."""
 _FIELD_VALUE = {
     "close": "close",
     "shift": "open",

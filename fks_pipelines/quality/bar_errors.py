@@ -10,7 +10,8 @@ from a move:
   next gap ``log(O_next/C)``, in opposite directions, each in units of its own baseline scale)
   is combined as the estimate of one shift of the close; a genuine move is confirmed by the next
   open and scores low. A feed whose bars open at the last close (crypto klines: every gap 0 in
-  the baseline) uses the next close as the reference. The bar at fault is the one scored: the
+  the baseline) uses the next close as the reference, and the weaker leg as the score (the next
+  close may hold an error of its own). The bar at fault is the one scored: the
   next bar's own legs do not involve the bad close, so a correct bar after a bad one is not
   blamed. Needs the next bar.
 - ``shift`` (a whole bar off its neighbours: open and close moved alike, e.g. one bar scaled
@@ -182,7 +183,10 @@ def bar_errors(
     leg_in = intraday * sign / s_c
     leg_out = -out * sign / s_g
     combined = (intraday / s_c**2 - out / s_g**2) / np.sqrt(1 / s_c**2 + 1 / s_g**2)
-    close = np.where((leg_in > 1) & (leg_out > 1), np.abs(combined), 0.0)
+    # Where the next close is the reference, it carries the next bar's own error: a bad close
+    # after this bar must not be blamed on this one, so both legs must be large (the weaker).
+    combined = np.where(carried, np.fmin(leg_in, leg_out), np.abs(combined))
+    close = np.where((leg_in > 1) & (leg_out > 1), combined, 0.0)
     # A whole bar off its neighbours: the gap into it and the way out of it, opposite ways.
     s_in = np.fmax(_MAD * _before(np.abs(gap), baseline), _MIN_SCALE)
     s_in = np.fmax(s_in, 0.1 * s_c)

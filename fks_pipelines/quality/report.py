@@ -13,7 +13,7 @@ Everything here is pure and deterministic: the same rows and day give the same p
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -25,7 +25,7 @@ from fks_pipelines.market.intervals import Interval
 from fks_pipelines.quality.agreement import Agreement
 from fks_pipelines.quality.completeness import CompletenessReport
 from fks_pipelines.quality.outliers import OutlierResult
-from fks_pipelines.quality.score import QualityScore
+from fks_pipelines.quality.score import WEIGHTS, QualityScore, outliers_part, weighted
 
 BARS = "▁▂▃▄▅▆▇█"
 """Sparkline bars for scores 0-100 in steps of 12.5: ``▁`` below 12.5, ``█`` from 87.5."""
@@ -105,6 +105,42 @@ def quality_row(
         "bars_compared": agreement.compared if agreement is not None else None,
         "failed_checks": ", ".join(failed),
         "run_id": run_id,
+    }
+
+
+def revised_row(
+    row: Mapping[str, object],
+    outliers: Sequence[OutlierResult],
+    failed: str | None,
+    run_id: str | None = None,
+) -> dict[str, object]:
+    """A quality row with its outliers verdict replaced by a later run's final one (the
+    partition's next bar arrived): outlier figures, the outliers part and the score, and the
+    ``outliers:SEVERITY`` entry of ``failed_checks`` (``failed``; None when it passed); stamped
+    anew, by ``run_id``."""
+    parts = {
+        name: float(row[f"quality_{name}"])  # type: ignore[arg-type]
+        for name in WEIGHTS
+        if row.get(f"quality_{name}") is not None and not pd.isna(row[f"quality_{name}"])
+    }
+    if outliers:
+        parts["outliers"] = outliers_part(outliers)
+    score = weighted(parts)
+    kept = [
+        entry
+        for entry in str(row.get("failed_checks") or "").split(", ")
+        if entry and not entry.startswith("outliers:")
+    ]
+    severities = [r.severity for r in outliers]
+    kept_columns = {k: v for k, v in row.items() if k != "updated_at"}
+    return {
+        **kept_columns,
+        "run_id": run_id if run_id is not None else row.get("run_id"),
+        "quality_score": score.score,
+        **{f"quality_{name}": value for name, value in parts.items()},
+        "outlier_count": sum(r.count for r in outliers),
+        "outlier_severity": max(severities, key=_SEVERITY_ORDER.index) if severities else None,
+        "failed_checks": ", ".join(kept + ([failed] if failed else [])),
     }
 
 

@@ -98,16 +98,25 @@ def quality_score(
     if schema is not None:
         parts["validity"] = _validity(schema)
     if outliers:
-        parts["outliers"] = min(SEVERITY_SCORES[result.severity] for result in outliers)
+        parts["outliers"] = outliers_part(outliers)
     if lag_s is not None and expected_lag_s is not None:
         parts["timeliness"] = _timeliness(lag_s, expected_lag_s)
     if agreement is not None and agreement.compared:
         parts["agreement"] = _agreement(agreement, tolerance)
+    return weighted(parts)
 
+
+def weighted(parts: dict[str, float]) -> QualityScore:
+    """The score of ``parts`` (name -> 0-100), :data:`WEIGHTS` rescaled over the parts given."""
     total = sum(WEIGHTS[name] for name in parts)
     weights = {name: WEIGHTS[name] * 100.0 / total for name in parts}
     score = sum(parts[name] * weights[name] for name in parts) / 100.0 if parts else None
     return QualityScore(score=score, parts=parts, weights=weights)
+
+
+def outliers_part(outliers: Sequence[OutlierResult]) -> float:
+    """The outliers part of the score: its worst detector's severity score."""
+    return min(SEVERITY_SCORES[result.severity] for result in outliers)
 
 
 def _completeness(report: CompletenessReport) -> float:

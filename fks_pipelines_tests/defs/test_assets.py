@@ -263,6 +263,44 @@ def test_a_failed_partition_stays_failed_after_later_runs_pass(
     }
 
 
+def test_a_spike_in_a_days_last_bar_is_blamed_on_that_day_by_the_next_days_run(
+    server: FakeBinance, warehouse_url: str
+) -> None:
+    """Daily runs: the last bar of 4 January closes 30 % high. Its run cannot tell a spike from a
+    move (no next bar: provisional pass); the run of 5 January records the final verdict on 4
+    January, check and quality row, and 5 January itself stays clean."""
+    asset = build_ohlcv_asset("binance", "1h", load_universe(), AssetPolicy(retry=None))
+    klines = hourly_klines(pd.Timestamp("2024-01-04", tz="UTC"), 48, spikes=(23,))
+    server.scripted.append(Response.json(klines[:24]))
+    server.scripted.append(Response.json(klines[24:]))
+    with dg.instance_for_test() as instance:
+        first = run(asset, server, warehouse_url, "2024-01-04|BTCUSDT", instance=instance)
+        second = run(asset, server, warehouse_url, "2024-01-05|BTCUSDT", instance=instance)
+
+    def outliers(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+        return {
+            e.partition: e
+            for e in result.get_asset_check_evaluations()
+            if e.check_name == "outliers"
+        }
+
+    [provisional] = outliers(first).values()
+    assert provisional.passed and provisional.metadata["verdict"].value == "provisional"
+    final = outliers(second)
+    assert not final["2024-01-04|BTCUSDT"].passed
+    assert final["2024-01-04|BTCUSDT"].severity == dg.AssetCheckSeverity.ERROR
+    assert final["2024-01-04|BTCUSDT"].metadata["verdict"].value == "final"
+    assert final["2024-01-05|BTCUSDT"].passed
+    rows = Warehouse.from_url(warehouse_url).read_quality(
+        pd.Timestamp("2024-01-04").date(), pd.Timestamp("2024-01-06").date(), ["binance"]
+    )
+    by_day = {r["day"].date().isoformat(): r for r in rows.to_dict("records")}
+    assert by_day["2024-01-04"]["failed_checks"] == "outliers:ERROR"
+    assert by_day["2024-01-04"]["quality_outliers"] == 0.0
+    assert by_day["2024-01-04"]["run_id"] == second.run_id
+    assert by_day["2024-01-05"]["failed_checks"] == ""
+
+
 def test_a_permanent_failure_is_not_retried(
     server: FakeBinance, hourly: dg.AssetsDefinition, warehouse_url: str
 ) -> None:

@@ -109,7 +109,12 @@ def test_a_failed_primary_day_is_served_by_the_next_provider(
         assert meta[f"{day}|BTC-USD"]["quality_validity"] == 100.0
         assert 0.0 <= meta[f"{day}|BTC-USD"]["quality_score"] <= 100.0
     checks = {(e.check_name, e.partition): e for e in result.get_asset_check_evaluations()}
-    assert sorted({name for name, _ in checks}) == ["agreement", "completeness", "schema"]
+    assert sorted({name for name, _ in checks}) == [
+        "agreement",
+        "completeness",
+        "outliers",
+        "schema",
+    ]
     assert checks[("schema", f"{DAY2}|BTC-USD")].passed
     assert checks[("completeness", f"{DAY2}|BTC-USD")].passed
     # The two fakes' prices are unrelated series: day 1 is compared (and disagrees).
@@ -118,7 +123,11 @@ def test_a_failed_primary_day_is_served_by_the_next_provider(
     alone = checks[("agreement", f"{DAY2}|BTC-USD")]
     assert not alone.passed and alone.severity == dg.AssetCheckSeverity.WARN
     assert alone.description.startswith("not verified: no bar covered by two providers (polygon")
-    assert meta[f"{DAY2}|BTC-USD"]["failed_checks"] == "agreement:WARN"
+    assert "agreement:WARN" in meta[f"{DAY2}|BTC-USD"]["failed_checks"]
+    # The fakes' unrelated prices make the switch of source a jump no second provider confirms.
+    assert checks[("outliers", f"{DAY2}|BTC-USD")].metadata[
+        "confirmed_by_second_provider"
+    ].value == 0
 
 
 def test_an_open_circuit_skips_the_primary_and_the_next_provider_fills_in(

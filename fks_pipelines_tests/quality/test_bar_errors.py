@@ -116,3 +116,26 @@ def test_volume_is_expected_lower_on_a_half_day_and_next_to_a_holiday() -> None:
     )
     assert levels[1] == pytest.approx(AFTER_HOLIDAY_VOLUME)
     assert levels[2] == 1.0
+
+
+def test_a_close_a_second_provider_matched_is_a_market_move(bars: pd.DataFrame) -> None:
+    """A consolidated series: the same −10 % close, stored by one provider it is an error; matched
+    by a second provider's close within tolerance, it moved with the market."""
+    planted = bars.copy()
+    i = 80
+    planted.loc[i, "close"] *= 0.9
+    planted.loc[i, "low"] = min(planted.loc[i, "low"], planted.loc[i, "close"])
+    day = planted["ts"].iloc[i].floor("D")
+
+    def judged(providers: int, agreement_bps: float) -> object:
+        series = planted.assign(providers=1, agreement_bps=float("nan"))
+        series.loc[i, ["providers", "agreement_bps"]] = [providers, agreement_bps]
+        window = judge_days(
+            series.iloc[:60], series.iloc[60:], series["ts"].iloc[60], XNYS, D1, confirm_bps=50.0
+        )
+        return window[day]
+
+    alone, matched, disputed = judged(1, float("nan")), judged(2, 3.0), judged(2, 900.0)
+    assert worst(alone) == "high" and alone.confirmed == 0
+    assert worst(matched) == "none" and matched.confirmed == 1
+    assert worst(disputed) == "high" and disputed.confirmed == 0
