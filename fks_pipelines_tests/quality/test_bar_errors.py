@@ -119,7 +119,7 @@ def test_volume_is_expected_lower_on_a_half_day_and_next_to_a_holiday() -> None:
 
 
 def test_a_close_a_second_provider_matched_is_a_market_move(bars: pd.DataFrame) -> None:
-    """A consolidated series: the same −10 % close, stored by one provider it is an error; matched
+    """A consolidated series: the same -10 % close, stored by one provider it is an error; matched
     by a second provider's close within tolerance, it moved with the market."""
     planted = bars.copy()
     i = 80
