@@ -67,16 +67,20 @@ class SchemaVerdict(BaseModel):
 
 
 class OutlierVerdict(BaseModel):
-    """Outliers of one field against the rolling baseline of the bars before each bar."""
+    """One data-error detector's findings (as the OHLCV assets' ``outliers`` check runs it):
+    ``close`` (a spike the next open reverts), ``shift`` (a whole bar off both neighbours),
+    ``high``/``low`` (wicks far beyond open, close and next open), ``bar`` (repeats the bar
+    before), ``volume`` (off its session type's level, or 0). Each bar is judged against the N
+    bars before it and the bar after it; the window's last bar is provisional."""
 
-    field: str
+    field: str = Field(description="The detector.")
     method: str
     threshold: float
     count: int
     scored: int
     max_score: float | None
     severity: Literal["none", "low", "medium", "high"]
-    examples: list[str] = Field(description="The worst outliers: symbol, time, value, score.")
+    examples: list[str] = Field(description="The worst findings: symbol, time, value, score.")
 
 
 class CompletenessVerdict(BaseModel):
