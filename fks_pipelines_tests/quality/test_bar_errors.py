@@ -139,3 +139,14 @@ def test_a_close_a_second_provider_matched_is_a_market_move(bars: pd.DataFrame) 
     assert worst(alone) == "high" and alone.confirmed == 0
     assert worst(matched) == "none" and matched.confirmed == 1
     assert worst(disputed) == "high" and disputed.confirmed == 0
+
+
+def test_a_whole_bar_shifted_is_blamed_on_itself_not_its_neighbours(bars: pd.DataFrame) -> None:
+    planted = bars.copy()
+    i = 85
+    planted.loc[i, ["open", "high", "low", "close"]] *= 1.1
+    judged = judge_days(planted.iloc[:60], planted.iloc[60:], planted["ts"].iloc[60], XNYS, D1)
+    at = {k: judged[planted["ts"].iloc[i + k].floor("D")] for k in (-1, 0, 1)}
+    [shift] = [r for r in at[0].outliers if r.field == "shift"]
+    assert shift.severity == "high"
+    assert worst(at[-1]) == "none" and worst(at[1]) == "none"
