@@ -81,8 +81,8 @@ def quality_score(
     Args:
         completeness: From :func:`~fks_pipelines.quality.completeness.check_completeness`.
         schema: From :func:`~fks_pipelines.quality.schema.check_schema`.
-        outliers: From :meth:`~fks_pipelines.quality.outliers.OutlierDetector.detect`; empty
-            to leave the part out.
+        outliers: One result per data-error detector (see
+            :func:`~fks_pipelines.quality.assess.judge_days`); empty to leave the part out.
         lag_s: Seconds between the last bar's close and the materialisation; None if unknown.
         expected_lag_s: The lag a healthy feed shows (e.g. the schedule's delay); None to
             leave timeliness out.
