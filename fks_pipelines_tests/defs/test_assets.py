@@ -10,7 +10,7 @@ import pytest
 from fks_pipelines.defs.assets import AssetPolicy, build_ohlcv_asset
 from fks_pipelines.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from fks_pipelines.defs.resources import BinanceResource, WarehouseResource
-from fks_pipelines.market.universe import load_universe
+from fks_pipelines.market.universe import Universe, load_universe
 from fks_pipelines.warehouse.store import Warehouse
 from fks_pipelines_tests.fakes.binance import FakeBinance, expected_frame
 from fks_pipelines_tests.fakes.server import Response
@@ -312,6 +312,44 @@ def test_a_permanent_failure_is_not_retried(
     assert not result.success
     assert len(server.requests_to("/fapi/v1/klines")) == 1
     assert "unknown symbol" in str(result.failure_data_for_node(hourly.node_def.name).error)
+
+
+def test_a_day_before_its_calendar_fails_before_fetching_and_is_not_retried(
+    server: FakeBinance, warehouse_url: str
+) -> None:
+    """The Saudi Exchange calendar starts in 2021: a 2020 partition of an instrument on it can be
+    configured (the universe refuses only dates before 1990), but its run fails at once, before
+    any request or write, and its retry policy does not run it again."""
+    universe = Universe.model_validate(
+        {
+            "instruments": {"2222.SR": {"asset_class": "equity", "calendar": "XSAU"}},
+            "priority": ["binance"],
+            "providers": {
+                "binance": {
+                    "start_date": "2020-01-01",
+                    "intervals": ["1d"],
+                    "symbols": {"BTCUSDT": "2222.SR"},
+                }
+            },
+        }
+    )
+    asset = build_ohlcv_asset("binance", "1d", universe)  # the production retry policy
+
+    result = run(asset, server, warehouse_url, "2020-06-01|BTCUSDT")
+
+    assert not result.success
+    assert server.requests_to("/fapi/v1/klines") == []
+    error = str(result.failure_data_for_node(asset.node_def.name).error)
+    assert "outside the range the trading calendar covers" in error
+    retries = [
+        e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
+    ]
+    assert retries == []
+    assert (
+        Warehouse.from_url(warehouse_url)
+        .read_ohlcv("binance", "1d", ["BTCUSDT"], pd.Timestamp("2020-01-01", tz="UTC"), DAY_END)
+        .empty
+    )
 
 
 def test_only_a_day_just_closed_is_scored_for_timeliness(
