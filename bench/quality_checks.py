@@ -1,4 +1,4 @@
-"""Quality checks on a million bars: schema + outliers + completeness next to plain pandera.
+"""Quality checks on a million bars: schema + data errors + completeness next to plain pandera.
 
     .venv/bin/python -m bench.quality_checks [--rows 1000000] [--symbols 4] [--rounds 3]
 
@@ -7,11 +7,14 @@ Run from the repository root. The frame: ``--rows`` one-minute bars split evenly
 freedom, 0.08 % a minute), consistent highs and lows and log-normal volumes, stacked symbol after
 symbol as a provider window arrives. Baseline: ``OHLCVFrame.validate(frame, lazy=True)``, the
 pandera model alone, which the frame passes. Measured, on the same frame in the same run:
-:func:`check_schema` (the model, plus ts uniqueness, order, grid and interval),
-``OutlierDetector("mad").detect(frame, ("close", "volume"))`` and :func:`check_completeness`
-over the frame's whole window, each timed alone and all three together. Ratio = measured /
-baseline. Baseline and measured calls are interleaved over ``--rounds`` rounds and medians of
-the rounds reported.
+:func:`check_schema` (the model, plus ts uniqueness, order, grid and interval), the data-error
+detectors the OHLCV asset checks run (:func:`bar_errors` on each symbol's bars sorted by ``ts``:
+default baseline, no volume level as for crypto, the stale run of one-minute bars; the grouping
+and sorting are timed too) and :func:`check_completeness` over the frame's whole window, each
+timed alone and all three together. Ratio = measured / baseline. Baseline and measured calls are
+interleaved over ``--rounds`` rounds and medians of the rounds reported. Then, per detector, the
+bars flagged (scores at or above the WARN levels of ``DEFAULT_THRESHOLDS``; a repeated bar for
+``bar``) out of the bars scored.
 """
 
 from __future__ import annotations
@@ -27,13 +30,21 @@ import pandas as pd
 from fks_pipelines.market.frame import OHLCVFrame, build_frame
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.universe import Instrument
+from fks_pipelines.quality.bar_errors import DEFAULT_THRESHOLDS, bar_errors, default_stale_bars
 from fks_pipelines.quality.completeness import check_completeness
-from fks_pipelines.quality.outliers import OutlierDetector
 from fks_pipelines.quality.schema import check_schema
 
 INTERVAL = Interval.parse("1m")
 START = pd.Timestamp("2024-01-01", tz="UTC")
 CRYPTO = Instrument(asset_class="crypto")
+WARN_LEVELS = {
+    "close": DEFAULT_THRESHOLDS.close_warn,
+    "shift": DEFAULT_THRESHOLDS.shift_warn,
+    "high": DEFAULT_THRESHOLDS.wick_warn,
+    "low": DEFAULT_THRESHOLDS.wick_warn,
+    "volume": DEFAULT_THRESHOLDS.volume_warn,
+    "bar": 0.5,  # 1.0 for a repeated bar, else 0.0
+}
 
 
 def random_walk_frame(rows: int, symbols: int, seed: int = 0) -> pd.DataFrame:
@@ -62,6 +73,15 @@ def random_walk_frame(rows: int, symbols: int, seed: int = 0) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def data_errors(frame: pd.DataFrame) -> list[pd.DataFrame]:
+    """The detectors' scores of each symbol's bars, as the assets score one series."""
+    stale_run = default_stale_bars(INTERVAL.seconds)
+    return [
+        bar_errors(series.sort_values("ts", kind="stable"), volume_level=None, stale_run=stale_run)
+        for _, series in frame.groupby("symbol", sort=False, observed=True)
+    ]
+
+
 def seconds(call: Callable[[], object]) -> float:
     started = time.perf_counter()
     call()
@@ -77,33 +97,32 @@ def main() -> None:
 
     frame = random_walk_frame(args.rows, args.symbols)
     end = frame["ts"].max() + INTERVAL.offset
-    detector = OutlierDetector("mad")
 
     def schema() -> object:
         return check_schema(frame, INTERVAL)
 
-    def outliers() -> object:
-        return detector.detect(frame, ("close", "volume"))
+    def errors() -> object:
+        return data_errors(frame)
 
     def completeness() -> object:
         return check_completeness(frame, CRYPTO, INTERVAL, START, end, now=end)
 
     def together() -> object:
-        return schema(), outliers(), completeness()
+        return schema(), errors(), completeness()
 
     # Warm up (pandera builds its schema, the calendar module loads) and check the results.
     OHLCVFrame.validate(frame, lazy=True)
-    schema_report, results, completeness_report = together()
+    schema_report, scores, completeness_report = together()
     assert schema_report.passed, schema_report.checks  # type: ignore[attr-defined]
     assert completeness_report.ratio == 1.0  # type: ignore[attr-defined]
 
     timings: dict[str, list[float]] = {
-        name: [] for name in ("baseline", "schema", "outliers", "completeness", "together")
+        name: [] for name in ("baseline", "schema", "errors", "completeness", "together")
     }
     calls = {
         "baseline": lambda: OHLCVFrame.validate(frame, lazy=True),
         "schema": schema,
-        "outliers": outliers,
+        "errors": errors,
         "completeness": completeness,
         "together": together,
     }
@@ -120,9 +139,9 @@ def main() -> None:
     rows = (
         ("pandera OHLCVFrame.validate, lazy (baseline)", "baseline"),
         ("check_schema", "schema"),
-        ("OutlierDetector('mad').detect close+volume", "outliers"),
+        ("data errors (bar_errors per symbol)", "errors"),
         ("check_completeness", "completeness"),
-        ("schema + outliers + completeness", "together"),
+        ("schema + data errors + completeness", "together"),
     )
     for label, name in rows:
         value = median[name]
@@ -130,14 +149,15 @@ def main() -> None:
             f"{label + ':':<46} {value:>6.3f} s  {len(frame) / value / 1e6:>5.2f} M rows/s"
             f"  ratio {value / baseline:.2f}"
         )
-    per_field = median["outliers"] / 2
-    print(f"outliers per field: {per_field:.3f} s per {len(frame):,} rows")
-    for result in results:  # type: ignore[attr-defined]
-        print(
-            f"  {result.field}: {result.count:,} outliers of {result.scored:,} bars"
-            f" ({result.count / result.scored:.2%}), max score {result.max_score:.1f},"
-            f" severity {result.severity}"
-        )
+    series_scores: list[pd.DataFrame] = scores  # type: ignore[assignment]
+    every = pd.concat(series_scores, ignore_index=True)
+    print(f"data errors per detector, {len(series_scores)} series (WARN level and above):")
+    for name, warn in WARN_LEVELS.items():
+        values = every[name].to_numpy(dtype="float64")
+        scored = int((~np.isnan(values)).sum())
+        flagged = int((np.nan_to_num(values) >= warn).sum())
+        share = flagged / scored if scored else 0.0
+        print(f"  {name:<6} >= {warn:g}: {flagged:,} bars flagged of {scored:,} ({share:.3%})")
 
 
 if __name__ == "__main__":

@@ -246,7 +246,10 @@ def bar_errors(
     reason = _reasons(close, shifted, high, low, vol, zero_volume, same, t)
     return pd.DataFrame(
         {
-            "ts": series["ts"].to_numpy() if n else pd.Series([], dtype="datetime64[ns, UTC]"),
+            # The column as it is: to_numpy() of tz-aware stamps builds a Timestamp per bar.
+            "ts": series["ts"].reset_index(drop=True)
+            if n
+            else pd.Series([], dtype="datetime64[ns, UTC]"),
             "close": close,
             "shift": shifted,
             "high": high,

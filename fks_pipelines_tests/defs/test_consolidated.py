@@ -125,9 +125,9 @@ def test_a_failed_primary_day_is_served_by_the_next_provider(
     assert alone.description.startswith("not verified: no bar covered by two providers (polygon")
     assert "agreement:WARN" in meta[f"{DAY2}|BTC-USD"]["failed_checks"]
     # The fakes' unrelated prices make the switch of source a jump no second provider confirms.
-    assert checks[("outliers", f"{DAY2}|BTC-USD")].metadata[
-        "confirmed_by_second_provider"
-    ].value == 0
+    assert (
+        checks[("outliers", f"{DAY2}|BTC-USD")].metadata["confirmed_by_second_provider"].value == 0
+    )
 
 
 def test_an_open_circuit_skips_the_primary_and_the_next_provider_fills_in(
