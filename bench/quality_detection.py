@@ -31,6 +31,7 @@ import pandas as pd
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.universe import Instrument
 from fks_pipelines.quality.assess import BASELINE_BARS, judge_days
+from fks_pipelines.quality.bar_errors import history_bars
 
 DATA = (
     Path(__file__).resolve().parents[1]
@@ -100,7 +101,7 @@ def severity(judged) -> str:
 
 def verdicts(frame: pd.DataFrame, block: int) -> dict[pd.Timestamp, str]:
     """Final verdict per day: runs of ``block`` days in order, each with N bars of history."""
-    keep = BASELINE_BARS + 1
+    keep = history_bars(BASELINE_BARS)
     final: dict[pd.Timestamp, str] = {}
     n = len(frame)
     for first in range(0, n, block):

@@ -40,6 +40,7 @@ from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.universe import Universe
 from fks_pipelines.providers.errors import QuotaExhausted, RequestRejected
 from fks_pipelines.quality.assess import DayJudgement, history_start, judge_days, window_score
+from fks_pipelines.quality.bar_errors import AFTER
 from fks_pipelines.quality.completeness import CompletenessReport, check_completeness
 from fks_pipelines.quality.outliers import OutlierResult
 from fks_pipelines.quality.report import quality_row, revised_row
@@ -324,7 +325,7 @@ def _judgements(
             block.start,
             instrument,
             bar,
-            nexts.get(symbol, following.iloc[:0]).head(1),
+            nexts.get(symbol, following.iloc[:0]).head(AFTER),
         )
     return out
 

@@ -76,12 +76,12 @@ def provider_check_specs(
 
 OUTLIERS_DESCRIPTION = (
     "Data errors, not market moves: each bar against the N bars before it (stored history "
-    "included, read as bars) and the bar after it, so the verdict is the same however the runs "
-    "are cut. A close spike the next open reverts, a whole bar off both neighbours, a high or "
-    "low far beyond the open, close and next open, a bar repeating the one before, a volume off "
-    "its session type's level (half days, next to holidays) or 0. High severity fails as ERROR, "
-    "medium as WARN. A partition's last bar is provisional until the next bar arrives; the run "
-    "that stores it records the final verdict on this partition."
+    "included, read as bars) and the two bars after it, so the verdict is the same however the "
+    "runs are cut. A close spike the next open reverts, a whole bar off both neighbours, a high "
+    "or low far beyond the open, close and next open, a bar repeating the one before, a volume "
+    "off its session type's level (half days, next to holidays) or 0. High severity fails as "
+    "ERROR, medium as WARN. A partition's last bars are provisional until their two next bars "
+    "arrive; the run that stores them records the final verdict on this partition."
 )
 
 
@@ -202,8 +202,8 @@ def outliers_evaluation(
 ) -> dg.AssetCheckEvaluation:
     """One partition's data errors, judged on its own bars (one result per detector).
 
-    ``final`` is False while the partition's last bar has no next bar yet: the run that stores
-    the next bar records the final verdict on this partition. ``confirmed`` (consolidated series)
+    ``final`` is False while the partition's last bars lack their two next bars: the run that
+    stores them records the final verdict on this partition. ``confirmed`` (consolidated series)
     counts the flags a second provider's matching close cleared.
     """
     metadata: dict[str, object] = {"verdict": "final" if final else "provisional"}
@@ -220,7 +220,7 @@ def outliers_evaluation(
     worst = worst_severity(results)
     if worst not in ("high", "medium"):
         scored = max((r.scored for r in results), default=0)
-        note = "" if final else " (provisional until the next bar arrives)"
+        note = "" if final else " (provisional until the next bars arrive)"
         return evaluation(
             key, OUTLIERS, partition, description=f"{scored} bars scored{note}", metadata=metadata
         )
@@ -230,7 +230,7 @@ def outliers_evaluation(
         if r.severity == worst and r.max_score is not None
     )
     if not final:
-        fields += " (provisional until the next bar arrives)"
+        fields += " (provisional until the next bars arrive)"
     return evaluation(
         key,
         OUTLIERS,

@@ -52,6 +52,7 @@ from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.universe import Tolerance, Universe
 from fks_pipelines.quality.agreement import Agreement, measure_agreement
 from fks_pipelines.quality.assess import DayJudgement, history_start, judge_days
+from fks_pipelines.quality.bar_errors import AFTER
 from fks_pipelines.quality.completeness import CompletenessReport, check_completeness
 from fks_pipelines.quality.report import quality_row
 from fks_pipelines.quality.schema import SchemaReport
@@ -235,7 +236,7 @@ def _judgements(
             block.start,
             instrument,
             bar,
-            following.loc[following["instrument"] == name].head(1).assign(**no_volume),
+            following.loc[following["instrument"] == name].head(AFTER).assign(**no_volume),
             confirm_bps=universe.tolerance(name).warn_bps,
         )
     return out

@@ -22,11 +22,13 @@ from fks_pipelines.market.calendars import (
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.market.universe import Instrument
 from fks_pipelines.quality.bar_errors import (
+    AFTER,
     DEFAULT_BASELINE,
     DEFAULT_THRESHOLDS,
     FIELDS,
     bar_errors,
     default_stale_bars,
+    history_bars,
     volume_levels,
 )
 from fks_pipelines.quality.completeness import CompletenessReport, check_completeness
@@ -46,20 +48,20 @@ _DAY = pd.Timedelta(days=1)
 def history_start(
     start: pd.Timestamp, interval: Interval, instrument: Instrument | None = None
 ) -> pd.Timestamp:
-    """A start from which stored history holds at least :data:`BASELINE_BARS` + 1 bars before
+    """A start from which stored history holds at least :func:`history_bars` bars before
     ``start`` (read from here, then keep the last bars with :func:`last_bars`).
 
     With ``instrument`` the calendar counts sessions back; without it (crypto grid) twice the
     bars' span plus two weeks, enough for an equity's weekends and holidays.
     """
-    bars = BASELINE_BARS + 1
+    bars = history_bars(BASELINE_BARS)
     if instrument is not None:
         day = sessions_before(instrument, interval, start.date(), bars)
         return min(pd.Timestamp(day, tz="UTC"), start - bars * interval.offset)
     return start - 2 * bars * interval.offset - pd.Timedelta(days=14)
 
 
-def last_bars(history: pd.DataFrame, bars: int = BASELINE_BARS + 1) -> pd.DataFrame:
+def last_bars(history: pd.DataFrame, bars: int = history_bars(BASELINE_BARS)) -> pd.DataFrame:
     """The newest ``bars`` rows of each series in ``history`` (sorted by ``ts``)."""
     if not len(history):
         return history
@@ -77,8 +79,8 @@ class DayJudgement:
     Attributes:
         day: UTC midnight.
         outliers: One result per detector field (see :mod:`~fks_pipelines.quality.bar_errors`).
-        final: Every bar of the day had its next bar known (a provisional verdict is replaced
-            when the next bar arrives).
+        final: Every bar of the day had its :data:`AFTER` next bars known (a provisional
+            verdict is replaced when they arrive).
         stale_runs: Stale runs of equal closes that became visible on this day.
         stale_examples: Their first bars (ISO open times).
         confirmed: Bars a price-move detector flagged that a second provider's close confirmed
@@ -103,18 +105,19 @@ def judge_days(
     baseline: int = BASELINE_BARS,
     confirm_bps: float | None = None,
 ) -> dict[pd.Timestamp, DayJudgement]:
-    """The data-error verdict of each UTC day of ``bars`` (one series), and of the last day of
-    ``history`` whose next bar is the first of ``bars`` (judged now, on that earlier partition).
+    """The data-error verdict of each UTC day of ``bars`` (one series), and of the days of the
+    last :data:`AFTER` bars of ``history``, whose next bars are the first of ``bars`` (judged
+    again now, on those earlier partitions).
 
-    Only the ``baseline + 1`` bars before a bar, the bar and the bar after it decide its verdict,
-    so the verdict is the same whatever the run's cut. ``following`` (stored bars after the
-    window, may be empty) gives the window's last bar its next bar.
+    Only the ``baseline + 1`` bars before a bar, the bar and the :data:`AFTER` bars after it decide
+    its verdict, so the verdict is the same whatever the run's cut. ``following`` (the first
+    stored bars after the window, may be empty) gives the window's last bars their next bars.
 
     ``confirm_bps`` (consolidated series: frames with ``providers`` and ``agreement_bps``): a bar
     whose close a second provider matched within ``confirm_bps`` moved with the market, so the
     price-move detectors (``close``, ``shift``) clear it, and its day counts it as ``confirmed``.
     """
-    history = last_bars(history, baseline + 1)
+    history = last_bars(history, history_bars(baseline))
     frames = [f for f in (history, bars, following) if f is not None and len(f)]
     if not frames:
         return {}
@@ -137,8 +140,9 @@ def judge_days(
     days = pd.DatetimeIndex(frame["ts"]).tz_convert("UTC").floor("D").as_unit("ns")
     wanted = set(pd.DatetimeIndex(bars["ts"]).floor("D")) if len(bars) else set()
     if len(history) and len(bars):
-        # The last history day is judged again: its last bar's next bar is new.
-        wanted.add(pd.Timestamp(history["ts"].max()).floor("D"))
+        # The days of the last history bars are judged again: their next bars are new.
+        for ts in history["ts"].nlargest(AFTER):
+            wanted.add(pd.Timestamp(ts).floor("D"))
     judged = days.isin(list(wanted))
     symbol = str(frame["symbol"].iloc[0]) if "symbol" in frame.columns else ""
     columns = {name: scores[name].to_numpy(dtype="float64") for name in FIELDS}

@@ -24,14 +24,15 @@ from a move:
 - ``volume``: ``log(volume)`` against the baseline's median, the expected level scaled by the
   session's type (:func:`volume_levels`: a half day, the sessions next to a holiday); a volume
   of 0 on a traded bar is an error. A volume the provider does not state is not judged.
-- ``stale``: a run of equal closes reaching :func:`default_stale_run` bars, counted across
+- ``stale``: a run of equal closes reaching :func:`default_stale_bars` bars, counted across
   partitions, reported on the bar where the run becomes visible (for the completeness check).
 
-A bar's verdict depends only on the ``baseline`` bars before it, itself and the bar after it, so
-it is the same whether the bar ran alone, in a range or in a backfill, provided the history is
-read as bars (:func:`history_bars`). A bar whose next bar is not known yet gets a provisional
-verdict (no ``close`` spike; wicks against its own open and close) and its final one when the
-next bar arrives.
+A bar's verdict depends only on the ``baseline`` bars before it, itself and the two bars after
+it (the next one as the reference, the one after it to tell whether the next bar is itself
+shifted), so it is the same whether the bar ran alone, in a range or in a backfill, provided the
+history is read as bars (:func:`history_bars`). Until those two bars are known the verdict is
+provisional (without its next bar: no ``close`` spike, wicks against its own open and close);
+the run that stores them records the final one.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ DEFAULT_BASELINE = 48
 """Bars before a bar that set its scales (configurable per call)."""
 MIN_BASELINE = 10
 """Fewest earlier bars for a verdict; a series' first bars are not scored."""
+AFTER = 2
+"""Bars after a bar that its final verdict needs (see ``final`` of :func:`bar_errors`)."""
 
 _MAD = 1.4826
 _MIN_SCALE = 1e-4  # 1 bp: a feed of identical ticks does not turn every move into an error
@@ -103,9 +106,10 @@ def default_stale_bars(interval_seconds: int) -> int:
 
 
 def history_bars(baseline: int = DEFAULT_BASELINE) -> int:
-    """Bars of stored history a window needs before its first bar for a cut-independent
-    verdict: the baseline plus the bar whose close the first baseline gap starts from."""
-    return baseline + 1
+    """Bars of stored history a window needs before its first bar for a cut-independent verdict
+    of every day it judges: the baseline, the bar whose close the first baseline gap starts from,
+    and :data:`AFTER` more for the earlier bars judged again (their next bars are new)."""
+    return baseline + 1 + AFTER
 
 
 def bar_errors(
@@ -131,7 +135,8 @@ def bar_errors(
         One row per bar, in ``series``' order: ``ts``; scores ``close``, ``shift``, ``high``,
         ``low``, ``volume`` (NaN where not judged); ``bar`` (1.0 for a repeated bar, else 0.0);
         ``zero_volume``; ``stale`` (the bar where a stale run becomes visible); ``final``
-        (the next bar is known); ``severity`` (``none``, ``medium``, ``high``) and ``reason``.
+        (the :data:`AFTER` next bars are known); ``severity`` (``none``, ``medium``, ``high``)
+        and ``reason``.
     """
     n = len(series)
     o, h, lo, c = (_column(series, name) for name in ("open", "high", "low", "close"))
@@ -148,8 +153,12 @@ def bar_errors(
         lower_next = np.log(np.fmin(np.fmin(o, c), next_open) / lo)
         log_volume = np.where(volume > 0, np.log(volume), np.nan)
 
+    # Final once the two next bars are known: the next one is each detector's reference, and
+    # the one after tells whether the next bar is itself off (a shift, below).
     final = np.zeros(n, dtype=bool)
-    final[:-1] = True
+    final[:-AFTER] = True
+    has_next = np.zeros(n, dtype=bool)
+    has_next[:-1] = True
     enough = np.arange(n) >= MIN_BASELINE
 
     same = np.zeros(n, dtype=bool)
@@ -196,7 +205,7 @@ def bar_errors(
     # Both legs must be large: the weaker one is the score (a big gap back after a bad close
     # leaves the next bar's way out small).
     shifted = np.fmax(np.fmin(shift_in, shift_out), 0.0)
-    shifted = np.where(final & enough & ~before_repeat, shifted, np.nan)
+    shifted = np.where(has_next & enough & ~before_repeat, shifted, np.nan)
     # Likewise the bar before a shifted bar: the gap into the shifted bar is that bar's error,
     # where the shift scores at least half this close's spike (on NASDAQ: blame of shifted bars
     # 84 -> 96 %, detection of ±5 % closes unchanged within half a point).
@@ -204,12 +213,12 @@ def bar_errors(
     before_shift = (next_shift >= thresholds.shift_warn) & (
         next_shift >= 0.5 * np.nan_to_num(close)
     )
-    close = np.where(final & enough & ~before_repeat & ~before_shift, close, np.nan)
+    close = np.where(has_next & enough & ~before_repeat & ~before_shift, close, np.nan)
 
     s_up = np.fmax(_MAD * _before(upper, baseline), _MIN_SCALE)
     s_down = np.fmax(_MAD * _before(lower, baseline), _MIN_SCALE)
-    high = np.where(final, upper_next, upper) / s_up
-    low = np.where(final, lower_next, lower) / s_down
+    high = np.where(has_next, upper_next, upper) / s_up
+    low = np.where(has_next, lower_next, lower) / s_down
     high = np.where(enough, high, np.nan)
     low = np.where(enough, low, np.nan)
 

@@ -56,15 +56,22 @@ def test_a_reverting_close_is_blamed_on_its_own_day_not_the_next(bars: pd.DataFr
     assert worst(judged[planted["ts"].iloc[i + 1].floor("D")]) == "none"
 
 
-def test_verdict_is_the_same_daily_and_in_a_block(bars: pd.DataFrame) -> None:
-    block = judge_days(bars.iloc[:60], bars.iloc[60:100], bars["ts"].iloc[60], XNYS, D1)
-    for i in range(61, 100):
+@pytest.mark.parametrize("kind", ["none", "bar*1.05"])
+def test_verdict_is_the_same_daily_and_in_a_block(bars: pd.DataFrame, kind: str) -> None:
+    """The final verdict of each day, from the run two days later in daily runs (its two next
+    bars), equals the one a block run gives it; with whole bars shifted too, whose neighbours a
+    daily run must not blame for want of the bar after."""
+    series = bars.copy()
+    if kind != "none":
+        series.loc[70:95:8, ["open", "high", "low", "close"]] *= 1.05
+    block = judge_days(series.iloc[:60], series.iloc[60:100], series["ts"].iloc[60], XNYS, D1)
+    for i in range(62, 100):
         daily = judge_days(
-            bars.iloc[i - 49 : i], bars.iloc[i : i + 1], bars["ts"].iloc[i], XNYS, D1
+            series.iloc[i - 51 : i], series.iloc[i : i + 1], series["ts"].iloc[i], XNYS, D1
         )
-        before = bars["ts"].iloc[i - 1].floor("D")
-        assert daily[before].final
-        assert worst(daily[before]) == worst(block[before])
+        two_before = series["ts"].iloc[i - 2].floor("D")
+        assert daily[two_before].final
+        assert worst(daily[two_before]) == worst(block[two_before]), two_before
 
 
 def test_repeated_bar_and_broken_high_fail(bars: pd.DataFrame) -> None:
