@@ -66,8 +66,8 @@ class Thresholds:
     close_error: float = 5.0
     wick_warn: float = 15.0
     wick_error: float = 30.0
-    volume_warn: float = 9.0
-    volume_error: float = 18.0
+    volume_warn: float = 12.0
+    volume_error: float = 24.0
     shift_warn: float = 4.5
     shift_error: float = 7.0
 
@@ -223,7 +223,12 @@ def bar_errors(
     low = np.where(enough, low, np.nan)
 
     center = _before(log_volume, baseline)
-    spread = _MAD * _before(np.abs(log_volume - center), baseline)
+    # The spread from the day-to-day changes, not from each earlier bar's distance to its own
+    # median: that would need a second baseline of history before the first (a verdict that
+    # depended on how far back the run read).
+    change = np.full(n, np.nan)
+    change[1:] = np.diff(log_volume)
+    spread = _MAD * _before(np.abs(change), baseline) / np.sqrt(2.0)
     expected = center
     if volume_level is not None:
         expected = center + np.log(np.clip(volume_level, 0.05, 1.0))
