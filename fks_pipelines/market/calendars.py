@@ -217,6 +217,21 @@ def sessions_before(instrument: Instrument, interval: Interval, start: date, bar
     return first
 
 
+def _session_positions(code: str, days: pd.DatetimeIndex) -> np.ndarray:
+    """Each day's position among the calendar's sessions (-1 for a day that is not one).
+
+    Raises:
+        CalendarRangeError: A day falls outside the calendar's range.
+    """
+    calendar = _calendar(code)
+    index = pd.DatetimeIndex(days)
+    index = (index.tz_convert(None) if index.tz is not None else index).as_unit("ns").normalize()
+    if len(index) == 0:
+        return np.empty(0, dtype=np.intp)
+    calendar.require_covers(index.min().date(), index.max().date())
+    return calendar.session_days.get_indexer(index)
+
+
 def session_fractions(code: str, days: pd.DatetimeIndex) -> np.ndarray:
     """Each session's regular length over the calendar's usual length (1.0 for a full day,
     about 0.54 for an XNYS half day); NaN for a day that is not a session.
@@ -226,13 +241,7 @@ def session_fractions(code: str, days: pd.DatetimeIndex) -> np.ndarray:
     Raises:
         CalendarRangeError: A day falls outside the calendar's range.
     """
-    calendar = _calendar(code)
-    index = pd.DatetimeIndex(days)
-    index = (index.tz_convert(None) if index.tz is not None else index).as_unit("ns").normalize()
-    if len(index) == 0:
-        return np.empty(0)
-    calendar.require_covers(index.min().date(), index.max().date())
-    found = calendar.session_days.get_indexer(index)
+    found = _session_positions(code, days)
     return np.where(found >= 0, _relative_lengths(code)[np.maximum(found, 0)], np.nan)
 
 
@@ -243,14 +252,8 @@ def holiday_neighbours(code: str, days: pd.DatetimeIndex) -> tuple[np.ndarray, n
     Raises:
         CalendarRangeError: A day falls outside the calendar's range.
     """
-    calendar = _calendar(code)
-    index = pd.DatetimeIndex(days)
-    index = (index.tz_convert(None) if index.tz is not None else index).as_unit("ns").normalize()
-    if len(index) == 0:
-        return np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
-    calendar.require_covers(index.min().date(), index.max().date())
+    found = _session_positions(code, days)
     closed_after, closed_before = _closed_weekdays(code)
-    found = calendar.session_days.get_indexer(index)
     ok = found >= 0
     at = np.maximum(found, 0)
     return ok & closed_after[at], ok & closed_before[at]
