@@ -53,6 +53,7 @@ AFTER = 2
 _MAD = 1.4826
 _MIN_SCALE = 1e-4  # 1 bp: a feed of identical ticks does not turn every move into an error
 _MIN_VOLUME_SCALE = 0.05
+_CHUNK = 65_536  # rows of a rolling window view per step (see _spread_before)
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,8 @@ class Thresholds:
     close_error: float = 5.0
     wick_warn: float = 15.0
     wick_error: float = 30.0
-    volume_warn: float = 12.0
-    volume_error: float = 24.0
+    volume_warn: float = 9.0
+    volume_error: float = 18.0
     shift_warn: float = 4.5
     shift_error: float = 7.0
 
@@ -223,12 +224,7 @@ def bar_errors(
     low = np.where(enough, low, np.nan)
 
     center = _before(log_volume, baseline)
-    # The spread from the day-to-day changes, not from each earlier bar's distance to its own
-    # median: that would need a second baseline of history before the first (a verdict that
-    # depended on how far back the run read).
-    change = np.full(n, np.nan)
-    change[1:] = np.diff(log_volume)
-    spread = _MAD * _before(np.abs(change), baseline) / np.sqrt(2.0)
+    spread = _MAD * _spread_before(log_volume, center, baseline)
     expected = center
     if volume_level is not None:
         expected = center + np.log(np.clip(volume_level, 0.05, 1.0))
@@ -295,6 +291,29 @@ def _before(values: np.ndarray, window: int, include_own: bool = False) -> np.nd
         return medians
     out = np.full(len(values), np.nan)
     out[1:] = medians[:-1]
+    return out
+
+
+def _spread_before(values: np.ndarray, center: np.ndarray, window: int) -> np.ndarray:
+    """Median absolute distance of the ``window`` values before each position from that
+    position's ``center``: a rolling MAD that needs no history before its own window (the
+    distance of each earlier value to *its own* median would need a second window before the
+    first, and a verdict that depended on how far back the run read). Chunked: a window per row
+    of a 2-D view costs ``window`` floats per value."""
+    n = len(values)
+    out = np.full(n, np.nan)
+    if n < 2:
+        return out
+    width = min(window, n - 1)
+    padded = np.concatenate([np.full(width, np.nan), values[:-1]])
+    views = np.lib.stride_tricks.sliding_window_view(padded, width)  # row t: the values before t
+    least = max(1, min(MIN_BASELINE // 2, width))
+    for first in range(0, n, _CHUNK):
+        rows = slice(first, min(first + _CHUNK, n))
+        distance = np.abs(views[rows] - center[rows, None])
+        counted = np.count_nonzero(~np.isnan(distance), axis=1)
+        medians = bn.nanmedian(distance, axis=1)
+        out[rows] = np.where(counted >= least, medians, np.nan)
     return out
 
 
