@@ -60,7 +60,7 @@ TRANSIENT_RETRY = dg.RetryPolicy(
 # maintenance page arrives as one, and a retry after the policy's delay may well succeed.
 PERMANENT_FAILURES = (RequestRejected, QuotaExhausted, CalendarRangeError)
 FOLLOWING = pd.Timedelta(days=10)
-"""How far after a window the next stored bar is looked for (a long weekend and holidays)."""
+"""How far after a window its next stored bars are looked for (a long weekend and holidays)."""
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,7 @@ def build_ohlcv_asset(
                         }
                         evaluations += earlier.values()
                         rows.update(
-                            _revised_rows(
+                            revised_rows(
                                 warehouse, provider, interval, earlier, judgements, rows, run_id
                             )
                         )
@@ -305,7 +305,8 @@ def _judgements(
     warehouse: Warehouse,
 ) -> dict[str, dict[pd.Timestamp, DayJudgement]]:
     """Each symbol's day verdicts: its bars against the N bars stored before the block (read as
-    bars) and the stored bar after it, if any, so that the verdict does not depend on the cut."""
+    bars) and the two stored bars after it, if any, so that the verdict does not depend on the
+    cut."""
     since = min(
         history_start(block.start, bar, universe.instruments[universe.canonical(provider, s)])
         for s in block.symbols
@@ -340,7 +341,7 @@ def earlier_verdicts(
                 yield str(partition_key(day.date(), symbol)), judged
 
 
-def _revised_rows(
+def revised_rows(
     warehouse: Warehouse,
     provider: str,
     interval: str,
@@ -387,9 +388,9 @@ def _assess(
     """Data errors, completeness and quality score of each partition of ``block``'s bars.
 
     Each bar is judged against the N bars before it (stored history included, read as bars) and
-    the bar after it: the verdict of a partition is the same whether it ran alone, in a range or
-    in a backfill. Stale runs of daily closes are counted across partitions and reported on the
-    partition where the run becomes visible.
+    the two bars after it: the verdict of a partition is the same whether it ran alone, in a
+    range or in a backfill. Stale runs of daily closes are counted across partitions and reported
+    on the partition where the run becomes visible.
     """
     spec = universe.provider(provider)
     rows = frame.groupby(

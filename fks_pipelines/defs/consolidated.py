@@ -10,7 +10,7 @@ score, and the agreement check.
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 
 import dagster as dg
 import numpy as np
@@ -25,6 +25,7 @@ from fks_pipelines.defs.assets import (
     beta_apis,
     earlier_verdicts,
     ohlcv_asset_key,
+    revised_rows,
     with_code_references,
 )
 from fks_pipelines.defs.checks import (
@@ -163,7 +164,8 @@ def build_consolidated_asset(
             now = pd.Timestamp.now(tz="UTC")
             written = 0
             evaluations: list[dg.AssetCheckEvaluation] = []
-            rows: list[dict[str, object]] = []
+            rows: dict[tuple[str, date], dict[str, object]] = {}  # (instrument, day) -> row
+            run_id = context.run.run_id
             for block in blocks(context.partition_keys):
                 frames = [
                     consolidate(
@@ -182,9 +184,18 @@ def build_consolidated_asset(
                 written += warehouse.write_consolidated(frame, scope)
                 evaluations += passed
                 judgements = _judgements(universe, bar, block, frame, warehouse)
-                for key_before, judged in earlier_verdicts(judgements, block):
-                    # The first bar of the block completed an earlier partition's verdict.
-                    evaluations.append(_outliers(key, key_before, judged))
+                # The first bars of the block completed earlier partitions' verdicts: their
+                # checks and their quality rows.
+                earlier = {
+                    key_before: _outliers(key, key_before, judged)
+                    for key_before, judged in earlier_verdicts(judgements, block)
+                }
+                evaluations += earlier.values()
+                rows.update(
+                    revised_rows(
+                        warehouse, CONSOLIDATED, interval, earlier, judgements, rows, run_id
+                    )
+                )
                 for part in _partitions(universe, bar, block, frame, bars, schema, judgements, now):
                     found = [
                         completeness_evaluation(key, part.key, part.completeness),
@@ -193,9 +204,10 @@ def build_consolidated_asset(
                     ]
                     evaluations += found
                     context.add_asset_metadata(part.metadata(found), partition_key=part.key)
-                    rows.append(part.quality_row(interval, found, context.run.run_id))
+                    row = part.quality_row(interval, found, run_id)
+                    rows[(str(row["symbol"]), row["day"])] = row  # type: ignore[index]
             # The daily quality report reads these; one upsert for the run.
-            warehouse.write_quality(pd.DataFrame(rows))
+            warehouse.write_quality(pd.DataFrame(list(rows.values())))
             context.log.info(
                 "consolidated %s: stored %d bars for %d partitions",
                 interval,
@@ -219,7 +231,7 @@ def _judgements(
     universe: Universe, bar: Interval, block: Block, frame: pd.DataFrame, warehouse: Warehouse
 ) -> dict[str, dict[pd.Timestamp, DayJudgement]]:
     """Each instrument's day verdicts on its golden series, as the provider assets judge theirs
-    (N stored bars before, the stored bar after), a close confirmed by a second provider
+    (N stored bars before, the two stored bars after), a close confirmed by a second provider
     cleared. Volumes are not judged: a bar filled from another provider has that provider's."""
     instruments = {name: universe.instruments[name] for name in block.symbols}
     since = min(history_start(block.start, bar, i) for i in instruments.values())

@@ -115,7 +115,7 @@ def revised_row(
     run_id: str | None = None,
 ) -> dict[str, object]:
     """A quality row with its outliers verdict replaced by a later run's final one (the
-    partition's next bar arrived): outlier figures, the outliers part and the score, and the
+    partition's next bars arrived): outlier figures, the outliers part and the score, and the
     ``outliers:SEVERITY`` entry of ``failed_checks`` (``failed``; None when it passed); stamped
     anew, by ``run_id``."""
     parts = {

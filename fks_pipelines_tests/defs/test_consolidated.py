@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -12,7 +13,7 @@ from fks_pipelines.defs.assets import AssetPolicy, build_ohlcv_asset
 from fks_pipelines.defs.consolidated import build_consolidated_asset
 from fks_pipelines.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from fks_pipelines.defs.resources import BinanceResource, PolygonResource, WarehouseResource
-from fks_pipelines.market.frame import conform
+from fks_pipelines.market.frame import build_frame, conform
 from fks_pipelines.market.universe import Universe, load_universe
 from fks_pipelines.warehouse.store import Scope, Warehouse
 from fks_pipelines_tests.fakes.binance import FakeBinance, expected_frame
@@ -270,3 +271,55 @@ def test_a_provider_update_requests_its_consolidated_partitions_once(universe: U
     requested = second.get_requested_partitions(consolidated.key)
     assert sorted(requested) == ["2026-11-21|ETH-USD", "2026-11-22|BTC-USD"]
     assert third.total_requested == 0
+
+
+def test_the_next_days_run_revises_the_earlier_days_verdict_and_quality_row(
+    universe: Universe, resources: dict[str, object], warehouse_url: str
+) -> None:
+    """A consolidated day whose last bar is a spike only Binance has: its own run cannot judge
+    that bar (no next bars yet); the next day's run records the final verdict on it, check and
+    quality row."""
+    consolidated = build_consolidated_asset("1h", universe, NO_RETRY)
+    warehouse = Warehouse.from_url(warehouse_url)
+    start = pd.Timestamp(DAY1, tz="UTC")
+    hours = pd.date_range(start, periods=48, freq="1h")
+    walk = 100.0 + np.cumsum(np.random.default_rng(3).normal(0.0, 0.05, 48))
+    opens = np.r_[100.0, walk[:-1]]
+    closes = walk.copy()
+    closes[23] *= 1.3  # the last bar of DAY1
+    bars = build_frame(
+        provider="binance",
+        symbol="BTCUSDT",
+        interval="1h",
+        ts=hours,
+        open=opens,
+        high=np.maximum(opens, closes) + 0.02,
+        low=np.minimum(opens, closes) - 0.02,
+        close=closes,
+        volume=np.full(48, 5.0),
+    )
+    warehouse.write_ohlcv(
+        bars, Scope("binance", "1h", ("BTCUSDT",), start, start + pd.Timedelta(days=2))
+    )
+
+    first = run(consolidated, resources, f"{DAY1}|BTC-USD")
+    second = run(consolidated, resources, f"{DAY2}|BTC-USD")
+
+    def outliers(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+        return {
+            e.partition: e
+            for e in result.get_asset_check_evaluations()
+            if e.check_name == "outliers"
+        }
+
+    assert first.success and second.success
+    assert outliers(first)[f"{DAY1}|BTC-USD"].passed
+    final = outliers(second)[f"{DAY1}|BTC-USD"]
+    assert not final.passed and final.severity == dg.AssetCheckSeverity.ERROR
+    assert final.metadata["confirmed_by_second_provider"].value == 0
+    rows = warehouse.read_quality(
+        pd.Timestamp(DAY1).date(), pd.Timestamp(DAY2).date(), ["consolidated"]
+    )
+    [row] = rows.to_dict("records")
+    assert "outliers:ERROR" in row["failed_checks"]
+    assert row["run_id"] == second.run_id
