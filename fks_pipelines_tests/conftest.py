@@ -17,6 +17,8 @@ import sqlalchemy as sa
 
 from fks_pipelines.providers.runtime import get_runtime
 from fks_pipelines_tests.services import (
+    NO_LOCAL_ENV,
+    LocalRedis,
     PostgresServer,
     RedisServer,
     ServiceUnavailable,
@@ -114,6 +116,26 @@ def redis_url(_redis_server: RedisServer) -> str:
     """URL of the real Redis server and database the tests may use (``REDIS_URL`` or a local
     throwaway server). Request :func:`redis_client` as well to start from an empty database."""
     return _redis_server.url
+
+
+@pytest.fixture
+def local_redis() -> Iterator[LocalRedis]:
+    """A ``redis-server`` of this test's own, to stop and start again (never the shared one at
+    ``REDIS_URL``); skipped only where local servers are turned off by ``NO_LOCAL_ENV``."""
+    if os.environ.get(NO_LOCAL_ENV) == "1":
+        pytest.skip(f"local servers disabled by {NO_LOCAL_ENV}=1")
+    try:
+        server = LocalRedis.start()
+    except ServiceUnavailable as exc:
+        reason = f"needs a local redis-server to stop and restart: {exc}"
+    else:
+        reason = None
+    if reason is not None:
+        unavailable(reason)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -8,11 +8,9 @@ of the test's own, which the tests stop and start again (never the shared one at
 
 from __future__ import annotations
 
-import os
 import statistics
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +21,7 @@ import pytest
 from fks_pipelines.api.app import create_app
 from fks_pipelines.settings import Settings
 from fks_pipelines_tests.api.support import Fakes, uvicorn_server
-from fks_pipelines_tests.services import NO_LOCAL_ENV, LocalRedis, ServiceUnavailable, unavailable
+from fks_pipelines_tests.services import LocalRedis
 
 PRICE = "/api/v1/data/price"
 TICKER = "/fapi/v1/ticker/price"
@@ -31,25 +29,6 @@ TTL_S = 1.0
 RPS = 5  # Binance's limit in these tests: what every request paid with Redis down before
 CLIENTS = 16
 SECONDS = 3.0
-
-
-@pytest.fixture
-def local_redis() -> Iterator[LocalRedis]:
-    """A ``redis-server`` of this test's own, to stop and start again."""
-    if os.environ.get(NO_LOCAL_ENV) == "1":
-        pytest.skip(f"local servers disabled by {NO_LOCAL_ENV}=1")
-    try:
-        server = LocalRedis.start()
-    except ServiceUnavailable as exc:
-        reason = f"needs a local redis-server to stop and restart: {exc}"
-    else:
-        reason = None
-    if reason is not None:
-        unavailable(reason)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -1,11 +1,10 @@
 """A Redis that stops and comes back mid-run: a throwaway ``redis-server`` of the test's own.
 
-These tests stop and restart the server, so they never use the shared one at ``REDIS_URL``; they
-are skipped where no local ``redis-server`` may be started.
+These tests stop and restart the server, so they never use the shared one at ``REDIS_URL``
+(fixture ``local_redis`` of the root conftest).
 """
 
 import logging
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -14,7 +13,7 @@ import redis
 from fks_pipelines.providers.binance import BinanceClient
 from fks_pipelines_tests.fakes.binance import FakeBinance
 from fks_pipelines_tests.providers.support import HOUR, KLINES, day, runtime
-from fks_pipelines_tests.services import NO_LOCAL_ENV, LocalRedis, ServiceUnavailable
+from fks_pipelines_tests.services import LocalRedis
 
 REQUESTS_LOG = "fks:v1:binance:ratelimit:requests"
 
@@ -23,25 +22,6 @@ REQUESTS_LOG = "fks:v1:binance:ratelimit:requests"
 def server() -> Iterator[FakeBinance]:
     with FakeBinance() as fake:
         yield fake
-
-
-@pytest.fixture
-def local_redis() -> Iterator[LocalRedis]:
-    """A ``redis-server`` this test may stop and restart."""
-    if os.environ.get(NO_LOCAL_ENV) == "1":
-        pytest.skip(f"local servers disabled by {NO_LOCAL_ENV}=1")
-    try:
-        server = LocalRedis.start()
-    except ServiceUnavailable as exc:
-        reason = str(exc)
-    else:
-        reason = None
-    if reason is not None:
-        pytest.skip(f"needs a local redis-server to stop and restart: {reason}")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_a_redis_that_goes_away_degrades_to_upstream_fetches(
