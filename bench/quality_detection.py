@@ -109,7 +109,6 @@ def verdicts(frame: pd.DataFrame, block: int) -> dict[pd.Timestamp, str]:
         judged = judge_days(
             frame.iloc[max(0, first - keep) : first],
             frame.iloc[first:last],
-            frame["ts"].iloc[first],
             INSTRUMENT,
             DAILY,
         )

@@ -323,7 +323,6 @@ def _judgements(
         out[symbol] = judge_days(
             histories.get(symbol, history.iloc[:0]),
             frame.loc[frame["symbol"] == symbol],
-            block.start,
             instrument,
             bar,
             nexts.get(symbol, following.iloc[:0]).head(AFTER),

@@ -245,7 +245,6 @@ def _judgements(
         out[name] = judge_days(
             history.loc[history["instrument"] == name].assign(**no_volume),
             frame.loc[frame["instrument"] == name].assign(**no_volume),
-            block.start,
             instrument,
             bar,
             following.loc[following["instrument"] == name].head(AFTER).assign(**no_volume),

@@ -98,7 +98,6 @@ class DayJudgement:
 def judge_days(
     history: pd.DataFrame,
     bars: pd.DataFrame,
-    since: pd.Timestamp,
     instrument: Instrument,
     interval: Interval,
     following: pd.DataFrame | None = None,
@@ -333,7 +332,7 @@ def assess_window(
         expected_lag_s: The provider's freshness lag, for timeliness.
     """
     schema = check_schema(bars, interval)
-    judged = judge_days(history, bars, start, instrument, interval)
+    judged = judge_days(history, bars, instrument, interval)
     outliers = merge_days([j for day, j in judged.items() if day >= start.floor("D")])
     completeness = check_completeness(bars, instrument, interval, start, end, now)
     score = window_score(completeness, schema, outliers, end, now, expected_lag_s)

@@ -50,7 +50,7 @@ def test_a_reverting_close_is_blamed_on_its_own_day_not_the_next(bars: pd.DataFr
     i = 80
     planted.loc[i, "close"] *= 0.9
     planted.loc[i, "low"] = min(planted.loc[i, "low"], planted.loc[i, "close"])
-    judged = judge_days(planted.iloc[:60], planted.iloc[60:], planted["ts"].iloc[60], XNYS, D1)
+    judged = judge_days(planted.iloc[:60], planted.iloc[60:], XNYS, D1)
     day = planted["ts"].iloc[i].floor("D")
     assert worst(judged[day]) == "high"
     assert worst(judged[planted["ts"].iloc[i + 1].floor("D")]) == "none"
@@ -64,11 +64,9 @@ def test_verdict_is_the_same_daily_and_in_a_block(bars: pd.DataFrame, kind: str)
     series = bars.copy()
     if kind != "none":
         series.loc[70:95:8, ["open", "high", "low", "close"]] *= 1.05
-    block = judge_days(series.iloc[:60], series.iloc[60:100], series["ts"].iloc[60], XNYS, D1)
+    block = judge_days(series.iloc[:60], series.iloc[60:100], XNYS, D1)
     for i in range(62, 100):
-        daily = judge_days(
-            series.iloc[i - 51 : i], series.iloc[i : i + 1], series["ts"].iloc[i], XNYS, D1
-        )
+        daily = judge_days(series.iloc[i - 51 : i], series.iloc[i : i + 1], XNYS, D1)
         two_before = series["ts"].iloc[i - 2].floor("D")
         assert daily[two_before].final
         assert worst(daily[two_before]) == worst(block[two_before]), two_before
@@ -79,7 +77,7 @@ def test_repeated_bar_and_broken_high_fail(bars: pd.DataFrame) -> None:
     for column in ("open", "high", "low", "close", "volume"):
         planted.loc[70, column] = planted.loc[69, column]
     planted.loc[90, "high"] *= 1.2
-    judged = judge_days(planted.iloc[:60], planted.iloc[60:], planted["ts"].iloc[60], XNYS, D1)
+    judged = judge_days(planted.iloc[:60], planted.iloc[60:], XNYS, D1)
     assert worst(judged[planted["ts"].iloc[70].floor("D")]) == "high"
     assert worst(judged[planted["ts"].iloc[90].floor("D")]) != "none"
     # The bar before the repeat looks "reverted" by the repeat's open (its own): not blamed.
@@ -88,8 +86,8 @@ def test_repeated_bar_and_broken_high_fail(bars: pd.DataFrame) -> None:
 
 def test_a_first_partition_without_history_is_judged_without_failing(bars: pd.DataFrame) -> None:
     """A new series: no stored bar before it, fewer bars than the baseline."""
-    one = judge_days(bars.iloc[:0], bars.iloc[:1], bars["ts"].iloc[0], XNYS, D1)
-    few = judge_days(bars.iloc[:0], bars.iloc[:5], bars["ts"].iloc[0], XNYS, D1)
+    one = judge_days(bars.iloc[:0], bars.iloc[:1], XNYS, D1)
+    few = judge_days(bars.iloc[:0], bars.iloc[:5], XNYS, D1)
     assert [worst(j) for j in one.values()] == ["none"]
     assert [worst(j) for j in few.values()] == ["none"] * 5
 
@@ -104,9 +102,7 @@ def test_a_stale_run_across_daily_partitions_shows_on_the_day_it_becomes_visible
     planted.loc[80:83, "low"] = planted.loc[80:83, ["low", "close"]].min(axis=1)
     runs = {}
     for i in range(80, 84):
-        judged = judge_days(
-            planted.iloc[i - 49 : i], planted.iloc[i : i + 1], planted["ts"].iloc[i], XNYS, D1
-        )
+        judged = judge_days(planted.iloc[i - 49 : i], planted.iloc[i : i + 1], XNYS, D1)
         day = planted["ts"].iloc[i].floor("D")
         runs[i] = judged[day].stale_runs
     assert runs == {80: 0, 81: 0, 82: 1, 83: 0}
@@ -137,9 +133,7 @@ def test_a_close_a_second_provider_matched_is_a_market_move(bars: pd.DataFrame) 
     def judged(providers: int, agreement_bps: float) -> object:
         series = planted.assign(providers=1, agreement_bps=float("nan"))
         series.loc[i, ["providers", "agreement_bps"]] = [providers, agreement_bps]
-        window = judge_days(
-            series.iloc[:60], series.iloc[60:], series["ts"].iloc[60], XNYS, D1, confirm_bps=50.0
-        )
+        window = judge_days(series.iloc[:60], series.iloc[60:], XNYS, D1, confirm_bps=50.0)
         return window[day]
 
     alone, matched, disputed = judged(1, float("nan")), judged(2, 3.0), judged(2, 900.0)
@@ -152,7 +146,7 @@ def test_a_whole_bar_shifted_is_blamed_on_itself_not_its_neighbours(bars: pd.Dat
     planted = bars.copy()
     i = 85
     planted.loc[i, ["open", "high", "low", "close"]] *= 1.1
-    judged = judge_days(planted.iloc[:60], planted.iloc[60:], planted["ts"].iloc[60], XNYS, D1)
+    judged = judge_days(planted.iloc[:60], planted.iloc[60:], XNYS, D1)
     at = {k: judged[planted["ts"].iloc[i + k].floor("D")] for k in (-1, 0, 1)}
     [shift] = [r for r in at[0].outliers if r.field == "shift"]
     assert shift.severity == "high"

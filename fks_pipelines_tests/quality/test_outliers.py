@@ -85,7 +85,7 @@ def test_the_detectors_results_cap_their_lists_and_keep_the_count_exact() -> Non
     closes[100:1400:50] *= 1.1  # 26 bars lifted whole off a calm series
 
     judged = judge_days(
-        minutes(closes[:0]), minutes(closes), DAY, Instrument(asset_class="crypto"), MINUTE
+        minutes(closes[:0]), minutes(closes), Instrument(asset_class="crypto"), MINUTE
     )
 
     results = judged[DAY].outliers

@@ -81,7 +81,7 @@ def test_clean_crafted_day_scores_100() -> None:
     frame = wavy_hours(hours)
     crypto = Instrument(asset_class="crypto")
     # The data-error detectors as the assets run them: the day's bars, no stored history.
-    outliers = judge_days(frame.iloc[:0], frame, DAY, crypto, HOUR)[DAY].outliers
+    outliers = judge_days(frame.iloc[:0], frame, crypto, HOUR)[DAY].outliers
 
     score = quality_score(
         check_completeness(frame, crypto, HOUR, DAY, NEXT_DAY, NEXT_DAY),
