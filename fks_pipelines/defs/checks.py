@@ -344,16 +344,19 @@ def selected(
         for r in records
         if r.run_id == context.run.run_id
     }
-    # A partition before the run (judged when its next bar arrived): its latest materialisation.
-    earlier = sorted(set(partitions) - set(context.partition_keys))
-    for partition in earlier:
-        latest = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[partition]),
-            limit=1,
+    # Partitions before the run (judged when their next bars arrived): their latest
+    # materialisations, found in two queries whatever their number.
+    earlier = set(partitions) - set(context.partition_keys)
+    if earlier:
+        latest = context.instance.event_log_storage.get_latest_storage_id_by_partition(
+            context.asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION, earlier
+        )
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=context.asset_key, storage_ids=list(latest.values())),
+            limit=max(len(latest), 1),
         ).records
-        if latest:
-            r = latest[0]
-            targets[partition] = AssetCheckEvaluationTargetMaterializationData(
+        for r in records:
+            targets[r.partition_key] = AssetCheckEvaluationTargetMaterializationData(
                 run_id=r.run_id, storage_id=r.storage_id, timestamp=r.timestamp
             )
     return [
