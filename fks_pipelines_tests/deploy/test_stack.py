@@ -57,6 +57,7 @@ from fks_pipelines_tests.fakes.binance import FakeBinance, expected_frame
 from fks_pipelines_tests.fakes.coingecko import FakeCoinGecko
 from fks_pipelines_tests.fakes.server import Request, Response
 from fks_pipelines_tests.services import unavailable
+from fks_pipelines_tests.webhooks.samples import closed_kline
 
 pytestmark = pytest.mark.docker
 
@@ -567,24 +568,7 @@ def test_a_signed_webhook_becomes_a_run_in_a_container_through_the_sensor(
     stack: Stack, dagster: Dagster, api: httpx.Client, secret: str
 ) -> None:
     open_ms = int(pd.Timestamp("2024-01-06T10:00:00Z").value // 1_000_000)
-    event = {
-        "e": "kline",
-        "E": open_ms + 3_600_007,
-        "s": "BTCUSDT",
-        "k": {
-            "t": open_ms,
-            "T": open_ms + 3_599_999,
-            "s": "BTCUSDT",
-            "i": "1h",
-            "o": "100.5",
-            "c": "101.5",
-            "h": "102",
-            "l": "99",
-            "v": "12.5",
-            "x": True,
-        },
-    }
-    body = json.dumps(event).encode()
+    body = json.dumps(closed_kline("BTCUSDT", "1h", open_ms)).encode()
     response = api.post(
         "/webhooks/binance",
         content=body,
