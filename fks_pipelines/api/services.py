@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import pandas as pd
 import redis
 import sqlalchemy as sa
 from fastapi import Request
-from sqlalchemy import event
 
 from fks_pipelines.api.bulkheads import Bulkheads
 from fks_pipelines.market.intervals import Interval
@@ -182,8 +179,7 @@ class Services:
             if self._reader is None:
                 engine = sa.create_engine(warehouse.engine.url, pool_pre_ping=True)
                 limit = max(1, round(self.settings.api_warehouse_timeout_s * 1000))
-                event.listen(engine, "connect", _statement_timeout(limit))
-                self._reader = Warehouse(engine)
+                self._reader = Warehouse(engine, statement_timeout_ms=limit)
             return self._reader
 
     def probe_warehouse(self) -> None:
@@ -216,18 +212,6 @@ class Services:
             self._redis.close()
         if self._reader is not None:
             self._reader.engine.dispose()
-
-
-def _statement_timeout(limit_ms: int) -> Callable[[Any, object], None]:
-    """A ``connect`` listener giving every new connection ``statement_timeout`` (a ``SET`` of
-    the session, so no option of the URL, such as a ``search_path``, is replaced)."""
-
-    def on_connect(dbapi_connection: Any, _record: object) -> None:
-        with dbapi_connection.cursor() as cursor:
-            cursor.execute(f"SET statement_timeout = {int(limit_ms)}")
-        dbapi_connection.commit()
-
-    return on_connect
 
 
 def intake_from_settings(settings: Settings) -> WebhookIntake:
