@@ -42,6 +42,11 @@ class Settings(BaseSettings):
         validation_alias="FKS_WAREHOUSE_URL",
         description="SQLAlchemy URL of the warehouse; default: SQLite file in the data dir.",
     )
+    export_dir: Path | None = Field(
+        default=None,
+        validation_alias="FKS_EXPORT_DIR",
+        description="Parquet exports of the consolidated series; default: <data dir>/exports.",
+    )
     universe_file: Path = Field(
         default=DEFAULT_UNIVERSE_FILE,
         validation_alias="FKS_UNIVERSE_FILE",
@@ -273,6 +278,11 @@ class Settings(BaseSettings):
     @property
     def resolved_cache_dir(self) -> Path:
         return self.cache_dir or self.data_dir / "cache"
+
+    @property
+    def resolved_export_dir(self) -> Path:
+        """Where the Parquet exports go, defaulting to ``<data_dir>/exports``."""
+        return self.export_dir or self.data_dir / "exports"
 
     def runtime_config(self) -> RuntimeConfig:
         """The provider runtime these settings describe (cache, TTLs, timeouts, breaker)."""
