@@ -7,9 +7,12 @@ from datetime import timedelta
 import dagster as dg
 
 from fks_pipelines.defs.alerts import AlertResource, build_alert_sensor
+from fks_pipelines.defs.analytics import build_daily_returns_asset
 from fks_pipelines.defs.assets import AssetPolicy, build_ohlcv_assets
 from fks_pipelines.defs.consolidated import build_consolidated_assets
+from fks_pipelines.defs.exports import build_export_assets
 from fks_pipelines.defs.freshness import build_freshness_sensor
+from fks_pipelines.defs.io_manager import IO_MANAGER_KEY, WarehouseIOManager
 from fks_pipelines.defs.report import build_quality_report_asset, build_report_schedule
 from fks_pipelines.defs.resources import (
     AlphaVantageResource,
@@ -87,6 +90,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             **runtime,
         ),
         "warehouse": WarehouseResource(url=warehouse_url),
+        # Downstream assets receive the OHLCV assets' stored bars through it.
+        IO_MANAGER_KEY: WarehouseIOManager(warehouse=WarehouseResource(url=warehouse_url)),
         "alerts": AlertResource(
             webhook_url=dg.EnvVar("FKS_ALERT_WEBHOOK_URL") if settings.alert_webhook_url else None,
             dagster_ui_url=settings.dagster_ui_url,
@@ -122,6 +127,18 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         ),
     )
     ohlcv = [*provider_assets, *consolidated]
+    exports = build_export_assets(universe, settings.resolved_export_dir, policy)
+    exporting = dg.AutomationConditionSensorDefinition(
+        "ohlcv_exports",
+        target=dg.AssetSelection.assets(*exports),
+        description=(
+            "Rewrites a month's Parquet export once days of it were consolidated again; "
+            "paused on its own (a full disk, say) without stopping consolidation."
+        ),
+    )
+    returns = build_daily_returns_asset(
+        universe, min(spec.start_date for spec in universe.providers.values()), policy
+    )
     report = build_quality_report_asset(
         universe,
         [asset.key for asset in ohlcv],
@@ -133,7 +150,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         asset for asset in ohlcv if asset.tags_by_key[asset.key]["provider"] not in missing_keys
     ]
     return dg.Definitions(
-        assets=[*ohlcv, report],
+        assets=[*ohlcv, report, *exports, returns],
         jobs=[t.job for t in targets],
         schedules=[
             *(build_daily_schedule(t, missing_keys.get(t.provider)) for t in targets),
@@ -142,6 +159,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         sensors=[
             catchup,
             consolidation,
+            exporting,
             build_freshness_sensor(
                 targets,
                 missing_keys,

@@ -27,6 +27,7 @@ from fks_pipelines.defs.checks import (
     selected,
 )
 from fks_pipelines.defs.freshness import freshness_rule, stored_evaluation
+from fks_pipelines.defs.io_manager import IO_MANAGER_KEY
 from fks_pipelines.defs.partitions import (
     Block,
     DaySymbol,
@@ -146,6 +147,8 @@ def build_ohlcv_asset(
             # One pool per provider (limit in dagster.yaml): concurrent runs and backfills queue for
             # it instead of piling onto the provider; the shared rate limiter stays the hard limit.
             pool=provider,
+            # Downstream assets receive the stored bars of their partitions through it.
+            io_manager_key=IO_MANAGER_KEY,
             retry_policy=policy.retry,
             backfill_policy=policy.backfill,
             check_specs=provider_check_specs(key, partitions, freshness_rule(lag)),

@@ -39,6 +39,7 @@ from fks_pipelines.defs.checks import (
     schema_gate,
     selected,
 )
+from fks_pipelines.defs.io_manager import IO_MANAGER_KEY
 from fks_pipelines.defs.partitions import (
     DATE,
     SYMBOL,
@@ -145,6 +146,8 @@ def build_consolidated_asset(
             },
             owners=list(policy.owners),
             required_resource_keys={"warehouse"},
+            # Downstream assets receive the stored bars of their partitions through it.
+            io_manager_key=IO_MANAGER_KEY,
             check_specs=consolidated_check_specs(key, partitions),
             retry_policy=policy.retry,
             backfill_policy=policy.backfill,

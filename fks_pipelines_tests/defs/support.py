@@ -6,6 +6,8 @@ import dagster as dg
 
 from fks_pipelines.definitions import build_definitions
 from fks_pipelines.defs.assets import AssetPolicy, build_ohlcv_asset
+from fks_pipelines.defs.io_manager import IO_MANAGER_KEY, WarehouseIOManager
+from fks_pipelines.defs.resources import WarehouseResource
 from fks_pipelines.defs.schedules import DailyTarget, provider_targets
 from fks_pipelines.market.universe import Universe, load_universe
 from fks_pipelines.settings import Settings
@@ -15,6 +17,12 @@ from fks_pipelines.settings import Settings
 def repository() -> dg.RepositoryDefinition:
     """The project's jobs, which run requests name."""
     return build_definitions(Settings()).get_repository_def()
+
+
+def warehouse_resources(url: str) -> dict[str, dg.ConfigurableResource]:
+    """The warehouse and the OHLCV assets' I/O manager over it, as the definitions bind them."""
+    warehouse = WarehouseResource(url=url)
+    return {"warehouse": warehouse, IO_MANAGER_KEY: WarehouseIOManager(warehouse=warehouse)}
 
 
 def target(

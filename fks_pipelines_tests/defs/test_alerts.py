@@ -12,9 +12,10 @@ from fks_pipelines.definitions import build_definitions
 from fks_pipelines.defs.alerts import AlertResource, build_alert_sensor
 from fks_pipelines.defs.assets import AssetPolicy, build_ohlcv_asset
 from fks_pipelines.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, day_symbol_partitions
-from fks_pipelines.defs.resources import BinanceResource, WarehouseResource
+from fks_pipelines.defs.resources import BinanceResource
 from fks_pipelines.market.universe import load_universe
 from fks_pipelines.settings import Settings
+from fks_pipelines_tests.defs.support import warehouse_resources
 from fks_pipelines_tests.fakes.binance import FakeBinance
 from fks_pipelines_tests.fakes.receiver import WebhookReceiver
 from fks_pipelines_tests.fakes.server import Response
@@ -42,7 +43,7 @@ def fail_schema(instance: dg.DagsterInstance, binance: FakeBinance, tmp_path: Pa
         instance=instance,
         resources={
             "binance": BinanceResource(base_url=binance.url, cache_dir=str(tmp_path / "c")),
-            "warehouse": WarehouseResource(url=f"sqlite:///{tmp_path / 'w.sqlite'}"),
+            **warehouse_resources(f"sqlite:///{tmp_path / 'w.sqlite'}"),
         },
         raise_on_error=False,
     )

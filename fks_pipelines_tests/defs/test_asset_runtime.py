@@ -10,9 +10,10 @@ import redis
 from pydantic import Field
 
 from fks_pipelines.defs.assets import build_ohlcv_asset
-from fks_pipelines.defs.resources import BinanceResource, ProviderResource, WarehouseResource
+from fks_pipelines.defs.resources import BinanceResource, ProviderResource
 from fks_pipelines.market.universe import Instrument, ProviderUniverse, Universe, load_universe
 from fks_pipelines.providers.clients import provider_runtime
+from fks_pipelines_tests.defs.support import warehouse_resources
 from fks_pipelines_tests.fakes.binance import FakeBinance
 from fks_pipelines_tests.fakes.server import Response
 from fks_pipelines_tests.providers.support import KLINES, PRETEND, PretendKeyedClient
@@ -40,7 +41,7 @@ def materialize(
         partition_key=PARTITION,
         resources={
             provider: resource,
-            "warehouse": WarehouseResource(url=f"sqlite:///{tmp_path / 'warehouse.sqlite'}"),
+            **warehouse_resources(f"sqlite:///{tmp_path / 'warehouse.sqlite'}"),
         },
         instance=instance,
         raise_on_error=False,

@@ -9,9 +9,10 @@ import pytest
 
 from fks_pipelines.defs.assets import AssetPolicy, build_ohlcv_asset
 from fks_pipelines.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
-from fks_pipelines.defs.resources import BinanceResource, WarehouseResource
+from fks_pipelines.defs.resources import BinanceResource
 from fks_pipelines.market.universe import Universe, load_universe
 from fks_pipelines.warehouse.store import Warehouse
+from fks_pipelines_tests.defs.support import warehouse_resources
 from fks_pipelines_tests.fakes.binance import FakeBinance, expected_frame
 from fks_pipelines_tests.fakes.server import Response
 
@@ -43,7 +44,7 @@ def run(
         instance=instance,
         resources={
             "binance": BinanceResource(base_url=server.url),
-            "warehouse": WarehouseResource(url=warehouse_url),
+            **warehouse_resources(warehouse_url),
         },
         raise_on_error=False,
     )
@@ -223,7 +224,7 @@ def test_a_failed_partition_stays_failed_after_later_runs_pass(
             tags={RANGE_START_TAG: "2024-01-04|BTCUSDT", RANGE_END_TAG: "2024-01-06|BTCUSDT"},
             resources={
                 "binance": BinanceResource(base_url=server.url),
-                "warehouse": WarehouseResource(url=warehouse_url),
+                **warehouse_resources(warehouse_url),
             },
         )
         server.scripted.append(Response.json(hourly_klines(first + pd.Timedelta(days=2), 24)))

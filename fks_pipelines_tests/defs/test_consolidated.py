@@ -12,10 +12,11 @@ import pytest
 from fks_pipelines.defs.assets import AssetPolicy, build_ohlcv_asset
 from fks_pipelines.defs.consolidated import build_consolidated_asset
 from fks_pipelines.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
-from fks_pipelines.defs.resources import BinanceResource, PolygonResource, WarehouseResource
+from fks_pipelines.defs.resources import BinanceResource, PolygonResource
 from fks_pipelines.market.frame import build_frame, conform
 from fks_pipelines.market.universe import Universe, load_universe
 from fks_pipelines.warehouse.store import Scope, Warehouse
+from fks_pipelines_tests.defs.support import warehouse_resources
 from fks_pipelines_tests.fakes.binance import FakeBinance, expected_frame
 from fks_pipelines_tests.fakes.polygon import FakePolygon
 
@@ -43,7 +44,7 @@ def resources(
         "polygon": PolygonResource(
             api_key=polygon.api_key, base_url=polygon.url, cache_dir=str(tmp_path / "cache")
         ),
-        "warehouse": WarehouseResource(url=warehouse_url),
+        **warehouse_resources(warehouse_url),
     }
 
 
@@ -250,7 +251,7 @@ def test_a_provider_update_requests_its_consolidated_partitions_once(universe: U
         resources={
             "binance": BinanceResource(),
             "polygon": PolygonResource(api_key="unused"),
-            "warehouse": WarehouseResource(url="sqlite://"),
+            **warehouse_resources("sqlite://"),
         },
     )
     now = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)

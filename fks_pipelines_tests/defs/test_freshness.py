@@ -11,9 +11,9 @@ import pytest
 from fks_pipelines.defs.alerts import AlertResource, build_alert_sensor
 from fks_pipelines.defs.freshness import build_freshness_sensor
 from fks_pipelines.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
-from fks_pipelines.defs.resources import BinanceResource, WarehouseResource
+from fks_pipelines.defs.resources import BinanceResource
 from fks_pipelines.defs.schedules import DailyTarget
-from fks_pipelines_tests.defs.support import repository, target
+from fks_pipelines_tests.defs.support import repository, target, warehouse_resources
 from fks_pipelines_tests.fakes.binance import FakeBinance
 from fks_pipelines_tests.fakes.receiver import WebhookReceiver
 
@@ -105,7 +105,7 @@ def test_a_partition_whose_run_just_failed_is_left_to_the_catchup_for_its_grace(
         instance=instance,
         resources={
             "binance": BinanceResource(base_url=binance.url, cache_dir=str(tmp_path / "cache")),
-            "warehouse": WarehouseResource(url=f"sqlite:///{tmp_path / 'w.sqlite'}"),
+            **warehouse_resources(f"sqlite:///{tmp_path / 'w.sqlite'}"),
         },
         raise_on_error=False,
     )

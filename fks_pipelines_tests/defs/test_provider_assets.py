@@ -15,10 +15,10 @@ from fks_pipelines.defs.resources import (
     EodhdResource,
     PolygonResource,
     ProviderResource,
-    WarehouseResource,
 )
 from fks_pipelines.market.universe import load_universe
 from fks_pipelines.warehouse.store import Warehouse
+from fks_pipelines_tests.defs.support import warehouse_resources
 from fks_pipelines_tests.fakes.alpha_vantage import FakeAlphaVantage
 from fks_pipelines_tests.fakes.coingecko import FakeCoinGecko
 from fks_pipelines_tests.fakes.coinmarketcap import FakeCoinMarketCap
@@ -80,7 +80,7 @@ def test_a_daily_partition_is_fetched_and_stored(case: Case, warehouse_url: str)
             partition_key=f"{DAY.date()}|{case.symbol}",
             resources={
                 case.provider: case.resource(server),
-                "warehouse": WarehouseResource(url=warehouse_url),
+                **warehouse_resources(warehouse_url),
             },
             raise_on_error=False,
         )
@@ -96,6 +96,8 @@ def test_a_daily_partition_is_fetched_and_stored(case: Case, warehouse_url: str)
     assert meta["rows"] == 1
     assert meta["requests"] == requests == 1
     assert meta["circuit"] == "closed"
+    # The asset wrote its rows itself: its I/O manager was not asked to store anything.
+    assert not [e for e in result.all_events if e.event_type_value == "HANDLED_OUTPUT"]
 
 
 def test_a_keyed_provider_without_its_key_fails_naming_the_variable(warehouse_url: str) -> None:
@@ -106,7 +108,7 @@ def test_a_keyed_provider_without_its_key_fails_naming_the_variable(warehouse_ur
             partition_key=f"{DAY.date()}|AAPL",
             resources={
                 "polygon": PolygonResource(api_key="", base_url=server.url),
-                "warehouse": WarehouseResource(url=warehouse_url),
+                **warehouse_resources(warehouse_url),
             },
             raise_on_error=False,
         )

@@ -9,9 +9,10 @@ import pytest
 
 from fks_pipelines.defs.assets import build_ohlcv_asset
 from fks_pipelines.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
-from fks_pipelines.defs.resources import BinanceResource, WarehouseResource
+from fks_pipelines.defs.resources import BinanceResource
 from fks_pipelines.market.universe import load_universe
 from fks_pipelines.warehouse.store import Warehouse
+from fks_pipelines_tests.defs.support import warehouse_resources
 from fks_pipelines_tests.fakes.binance import FakeBinance
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
@@ -46,7 +47,7 @@ def materialize(
         tags=tags,
         resources={
             "binance": BinanceResource(base_url=server.url, cache_dir=str(cache_dir)),
-            "warehouse": WarehouseResource(url=warehouse_url),
+            **warehouse_resources(warehouse_url),
         },
     )
 

@@ -16,9 +16,9 @@ from fks_pipelines.defs.report import (
     build_quality_report_asset,
     build_report_schedule,
 )
-from fks_pipelines.defs.resources import WarehouseResource
 from fks_pipelines.market.universe import Universe, load_universe
 from fks_pipelines.warehouse.store import Warehouse
+from fks_pipelines_tests.defs.support import warehouse_resources
 
 START = date(2024, 1, 1)
 BINANCE_1H = dg.AssetKey(["ohlcv", "binance", "1h"])
@@ -78,7 +78,7 @@ def partition_metadata(
 
 
 def resources(warehouse_url: str) -> dict[str, object]:
-    return {"warehouse": WarehouseResource(url=warehouse_url)}
+    return dict(warehouse_resources(warehouse_url))
 
 
 def test_one_day_materialises_its_report(report: dg.AssetsDefinition, warehouse_url: str) -> None:

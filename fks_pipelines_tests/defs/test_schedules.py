@@ -9,14 +9,14 @@ import dagster as dg
 import pytest
 
 from fks_pipelines.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
-from fks_pipelines.defs.resources import BinanceResource, WarehouseResource
+from fks_pipelines.defs.resources import BinanceResource
 from fks_pipelines.defs.schedules import (
     DailyTarget,
     build_catchup_sensor,
     build_daily_schedule,
 )
 from fks_pipelines.market.universe import Universe, load_universe
-from fks_pipelines_tests.defs.support import repository, target, wide_universe
+from fks_pipelines_tests.defs.support import repository, target, warehouse_resources, wide_universe
 from fks_pipelines_tests.fakes.binance import FakeBinance
 
 
@@ -178,7 +178,7 @@ def test_catchup_relaunches_a_failed_partition_until_its_attempts_are_spent(
         instance=instance,
         resources={
             "binance": BinanceResource(base_url=server.url, cache_dir=str(tmp_path / "cache")),
-            "warehouse": WarehouseResource(url=f"sqlite:///{tmp_path / 'w.sqlite'}"),
+            **warehouse_resources(f"sqlite:///{tmp_path / 'w.sqlite'}"),
         },
         raise_on_error=False,
     )
