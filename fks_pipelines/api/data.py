@@ -4,24 +4,37 @@ How symbols and provider failures are handled is in :data:`SYMBOLS` and :data:`F
 the OpenAPI document shows too. Their blocking work runs in the data routes' own worker threads
 (:mod:`fks_pipelines.api.bulkheads`); prices are coalesced and, while the shared cache is down,
 kept in process (:mod:`fks_pipelines.api.prices`).
+
+Bars are answered as JSON or, with ``format=csv``, as CSV for a spreadsheet (:data:`CSV`). Both
+are streamed: the bars are fetched whole in a worker thread, then rendered a chunk of rows at a
+time on the event loop (:func:`csv_chunks`, :func:`json_chunks`), so that the text of a large
+window is never built as one string.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import math
+import re
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
+import anyio.lowlevel
+import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Depends, Query, Response
+from fastapi.responses import StreamingResponse
 from pydantic import TypeAdapter
 
 from fks_pipelines.api.errors import ApiError
 from fks_pipelines.api.prices import PriceDesk, get_prices
 from fks_pipelines.api.schemas import (
     ERROR_RESPONSES,
+    OHLCV_CSV_RESPONSE,
     Candle,
     OhlcvResponse,
     PriceResponse,
@@ -71,6 +84,21 @@ EARLIEST = pd.Timestamp("2000-01-01", tz="UTC")
 """Windows start here at the earliest: the trading calendars begin in 2000."""
 CANDLE_COLUMNS = ["ts", "open", "high", "low", "close", "volume", "quote_volume", "bar_kind"]
 CANDLES = TypeAdapter(list[Candle])
+OHLCV = TypeAdapter(OhlcvResponse)
+CSV = (
+    "`format=csv` answers `text/csv; charset=utf-8` for a spreadsheet: a header row "
+    f"(`{','.join(CANDLE_COLUMNS)}`), then one row per bar: `ts` in ISO-8601 UTC with `Z` "
+    "(`2024-01-05T00:00:00Z`, as the JSON's), prices and volumes with every digit Python's "
+    "`repr` gives (they read back to the same floats), an empty field where JSON has null. "
+    "What the JSON's top-level fields say comes in headers: `X-FKS-Symbol`, `X-FKS-Provider`, "
+    "`X-FKS-Provider-Symbol`, `X-FKS-Source`, `X-FKS-Interval`, `X-FKS-Start`, `X-FKS-End`; "
+    "`Content-Disposition` names the file `<instrument>_<interval>_<start>_<end>.csv`. "
+    "`validate=true` with `format=csv` is a 422 `validate_needs_json`: the verdict is a "
+    "document, which a table of bars cannot hold. Errors are JSON whatever the format."
+)
+CHUNK_ROWS = 1000
+"""Bars rendered per chunk of a streamed answer: 5-10 ms of CSV (Python's float ``repr`` is most
+of it) or about 6 ms of JSON on the event loop, so that other requests wait at most that long."""
 
 SymbolParam = Annotated[
     str,
@@ -308,6 +336,40 @@ def fetch_bars(
     return Bars(served.provider, served.symbol, served.value, "provider")
 
 
+@dataclass(frozen=True)
+class Window:
+    """What an OHLCV request resolved to: the instrument, the interval, ``[start, end)`` in UTC
+    (``end`` clipped to the bar still open) and the bars found for it."""
+
+    instrument: str
+    bar: Interval
+    start: pd.Timestamp
+    end: pd.Timestamp
+    bars: Bars
+
+
+def bars_in_window(
+    services: Services,
+    symbol: str,
+    interval: str,
+    start: datetime,
+    end: datetime,
+    provider: str | None,
+    now: pd.Timestamp,
+) -> Window:
+    """Closed bars of ``symbol`` in ``[start, end)``: stored, or the providers' (see
+    :func:`fetch_bars`).
+
+    Raises:
+        ApiError: Bad interval or window (422), unknown symbol or provider (404), or every
+            provider asked failed.
+    """
+    bar, first, last = parse_window(interval, start, end, now, services.settings.api_max_bars)
+    target = resolve(services.universe, symbol, provider)
+    bars = fetch_bars(services, target, provider is not None, bar, first, last, now)
+    return Window(target.instrument, bar, first, last, bars)
+
+
 def ohlcv(
     services: Services,
     symbol: str,
@@ -317,21 +379,17 @@ def ohlcv(
     provider: str | None,
     validate: bool,
 ) -> OhlcvResponse:
-    """Closed bars of ``symbol`` in ``[start, end)``, with the quality verdict when
-    ``validate``: computed by :func:`~fks_pipelines.quality.assess.assess_window` against the
-    stored history before ``start``, as the provider assets' checks do.
-
-    Raises:
-        ApiError: Bad interval or window (422), unknown symbol or provider (404), or every
-            provider asked failed.
+    """Closed bars of ``symbol`` in ``[start, end)`` (see :func:`bars_in_window`), with the
+    quality verdict when ``validate``: computed by
+    :func:`~fks_pipelines.quality.assess.assess_window` against the stored history before
+    ``start``, as the provider assets' checks do.
     """
     now = utc_now()
-    bar, first, last = parse_window(interval, start, end, now, services.settings.api_max_bars)
-    target = resolve(services.universe, symbol, provider)
-    bars = fetch_bars(services, target, provider is not None, bar, first, last, now)
+    window = bars_in_window(services, symbol, interval, start, end, provider, now)
+    bars, bar, first, last = window.bars, window.bar, window.start, window.end
     validation = None
     if validate:
-        instrument = services.universe.instruments[target.instrument]
+        instrument = services.universe.instruments[window.instrument]
         history = services.stored_ohlcv(
             bars.provider, bar, bars.symbol, history_start(first, bar, instrument), first
         )
@@ -348,7 +406,7 @@ def ohlcv(
         )
         validation = _validation(assessed)
     return OhlcvResponse(
-        symbol=target.instrument,
+        symbol=window.instrument,
         provider=bars.provider,
         provider_symbol=bars.symbol,
         interval=bar.name,
@@ -358,6 +416,95 @@ def ohlcv(
         candles=CANDLES.validate_python(_records(bars.frame.loc[:, CANDLE_COLUMNS])),
         validation=validation,
     )
+
+
+def json_chunks(answer: OhlcvResponse, rows: int = CHUNK_ROWS) -> Iterator[bytes]:
+    """``answer`` as the JSON bytes FastAPI renders for it (pydantic's serialiser, aliases),
+    ``rows`` candles per chunk: the document without candles is cut where its empty list is,
+    and the candles go in between."""
+    document = OHLCV.dump_json(answer.model_copy(update={"candles": []}), by_alias=True)
+    # Every string value is escaped JSON, so the key with its empty list occurs once.
+    before, after = document.split(b'"candles":[]', 1)
+    yield before + b'"candles":['
+    candles = answer.candles
+    for offset in range(0, len(candles), rows):
+        chunk = CANDLES.dump_json(candles[offset : offset + rows])[1:-1]  # without [ and ]
+        yield chunk if offset == 0 else b"," + chunk
+    yield b"]" + after
+
+
+@dataclass(frozen=True)
+class CsvTable:
+    """A ``format=csv`` answer before rendering: its headers and its cells."""
+
+    headers: dict[str, str]
+    cells: np.ndarray
+
+
+def ohlcv_csv(
+    services: Services,
+    symbol: str,
+    interval: str,
+    start: datetime,
+    end: datetime,
+    provider: str | None,
+) -> CsvTable:
+    """The bars a ``format=csv`` request asks for (see :func:`bars_in_window`), made ready
+    for :func:`csv_chunks` here, in the worker thread: what is left for the event loop is
+    writing the lines."""
+    window = bars_in_window(services, symbol, interval, start, end, provider, utc_now())
+    return CsvTable(csv_headers(window), csv_cells(window.bars.frame))
+
+
+def csv_cells(frame: pd.DataFrame) -> np.ndarray:
+    """The canonical ``frame``'s :data:`CANDLE_COLUMNS` as an array of Python values, a row per
+    bar: ``ts`` as ``2024-01-05T00:00:00Z`` (bars open on their interval's grid, whole
+    minutes, so seconds lose nothing), floats as floats, None where a value is missing."""
+    ts = frame["ts"].dt.tz_convert(None).to_numpy()
+    values = frame.loc[:, CANDLE_COLUMNS[1:]]
+    values = values.astype(object).where(values.notna(), None).to_numpy()
+    return np.column_stack([np.datetime_as_string(ts, unit="s", timezone="UTC"), values])
+
+
+def csv_chunks(cells: np.ndarray, rows: int = CHUNK_ROWS) -> Iterator[str]:
+    """:func:`csv_cells` as CSV text (see :data:`CSV`): the header row, then ``rows`` bars per
+    chunk; lines end with CRLF (RFC 4180). The csv module writes a float with ``repr`` (the
+    shortest text that reads back to the same float) and None as an empty field; pandas'
+    ``to_csv`` per chunk took twice as long (slicing the frame, ``strftime`` per time)."""
+    yield ",".join(CANDLE_COLUMNS) + "\r\n"
+    for offset in range(0, len(cells), rows):
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows(cells[offset : offset + rows].tolist())
+        yield buffer.getvalue()
+
+
+def csv_headers(window: Window) -> dict[str, str]:
+    """The headers of a CSV answer: what the JSON's top-level fields say, and the file's name
+    (``BTC-USD_1h_20240105T0000Z_20240106T0000Z.csv``: letters, digits, ``.``, ``-`` and
+    ``_`` only, so that no quote or path survives into it)."""
+    bars = window.bars
+    parts = [
+        window.instrument,
+        window.bar.name,
+        window.start.strftime("%Y%m%dT%H%MZ"),
+        window.end.strftime("%Y%m%dT%H%MZ"),
+    ]
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", "_".join(parts))
+    return {
+        "Content-Disposition": f'attachment; filename="{name}.csv"',
+        "X-FKS-Symbol": window.instrument,
+        "X-FKS-Provider": bars.provider,
+        "X-FKS-Provider-Symbol": bars.symbol,
+        "X-FKS-Source": bars.source,
+        "X-FKS-Interval": window.bar.name,
+        "X-FKS-Start": _iso(window.start),
+        "X-FKS-End": _iso(window.end),
+    }
+
+
+def _iso(ts: pd.Timestamp) -> str:
+    """``2024-01-05T00:00:00Z``, as the JSON answer writes times."""
+    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, object]]:
@@ -418,18 +565,32 @@ async def price_route(
     return answer.response()
 
 
+async def paced(chunks: Iterable[str | bytes]) -> AsyncIterator[str | bytes]:
+    """``chunks`` as a streamed body, each rendered when the server asks for it. The event
+    loop runs other requests between two chunks: sending one returns at once while the
+    socket's buffer has room, so without the checkpoint a whole window would render in one go.
+
+    Rendering stays on the event loop: it is CPU work that holds the GIL, so a worker thread
+    would not free the loop for longer, and a data thread borrowed per chunk could be refused
+    (503 ``overloaded``) with half the answer sent.
+    """
+    for chunk in chunks:
+        yield chunk
+        await anyio.lowlevel.checkpoint()
+
+
 @router.get(
     "/ohlcv",
     response_model=OhlcvResponse,
-    responses=ERROR_RESPONSES,
-    summary="Closed OHLCV bars of an instrument in [start, end)",
+    responses={**ERROR_RESPONSES, 200: OHLCV_CSV_RESPONSE},
+    summary="Closed OHLCV bars of an instrument in [start, end), as JSON or CSV",
     description=(
         "Closed bars opening in `[start, end)` (ISO-8601; a time without offset is UTC; `end` "
         "is clipped to the bar still open). From the warehouse when it stores every bar the "
         "instrument's calendar expects in the window, else from the provider through its cache. "
         "At most `FKS_API_MAX_BARS` bars per request. `validate=true` adds the verdict of the "
         "provider assets' checks: schema, outliers, completeness and quality score "
-        f"(`validation` is null without it). {SYMBOLS} {FAILURES}"
+        f"(`validation` is null without it). {CSV} {SYMBOLS} {FAILURES}"
     ),
 )
 async def ohlcv_route(
@@ -454,8 +615,34 @@ async def ohlcv_route(
     services: Annotated[Services, Depends(get_services)],
     provider: ProviderParam = None,
     validate: Annotated[bool, Query(description="Add the quality verdict (`validation`).")] = False,
-) -> OhlcvResponse:
-    """``GET /api/v1/data/ohlcv``."""
-    return await services.bulkheads.data.run(
+    format: Annotated[
+        Literal["json", "csv"],
+        Query(description="json (the document below) or csv (a table of the bars; no validate)."),
+    ] = "json",
+) -> Response:
+    """``GET /api/v1/data/ohlcv``: the bars are fetched in a data thread, then streamed.
+
+    JSON is streamed too (:func:`json_chunks`: byte for byte what FastAPI rendered from the
+    model). Measured on 10,000 bars, pydantic renders the candles in 10 chunks in the same
+    58 ms as in one call (rendering is a sixth of the answer's CPU; ``bench/api_ohlcv.py``);
+    what streaming gains is that the event loop stops for one chunk (about 6 ms) instead of
+    the whole 2 MB, and that the body is never one string.
+    """
+    if format == "csv":
+        if validate:
+            raise ApiError(
+                422,
+                "validate_needs_json",
+                "validate=true answers the checks' verdict, which only format=json holds; "
+                "leave validate out for CSV",
+            )
+        table = await services.bulkheads.data.run(
+            ohlcv_csv, services, symbol, interval, start, end, provider
+        )
+        return StreamingResponse(
+            paced(csv_chunks(table.cells)), media_type="text/csv", headers=table.headers
+        )
+    answer = await services.bulkheads.data.run(
         ohlcv, services, symbol, interval, start, end, provider, validate
     )
+    return StreamingResponse(paced(json_chunks(answer)), media_type="application/json")

@@ -1,6 +1,7 @@
 """What the HTTP service answers: one pydantic model per response, shown in the OpenAPI document.
 
-Times are ISO-8601 in UTC (``2024-01-05T00:00:00Z``); prices and volumes are JSON numbers.
+Times are ISO-8601 in UTC (``2024-01-05T00:00:00Z``); prices and volumes are JSON numbers. The
+bars' CSV form is described by :data:`OHLCV_CSV_RESPONSE` (OpenAPI only: it has no model).
 """
 
 from __future__ import annotations
@@ -186,6 +187,35 @@ class HealthResponse(BaseModel):
         "operational routes, each kind its own."
     )
 
+
+def _header(description: str) -> dict[str, Any]:
+    return {"description": description, "schema": {"type": "string"}}
+
+
+OHLCV_CSV_RESPONSE: dict[str, Any] = {
+    "description": "The bars: JSON by default; with format=csv a CSV table of the candles' "
+    "fields, its top-level fields in the X-FKS-* headers.",
+    "content": {
+        "text/csv": {
+            "schema": {"type": "string"},
+            "example": "ts,open,high,low,close,volume,quote_volume,bar_kind\r\n"
+            "2024-01-05T00:00:00Z,44190.1,44300.0,44100.5,44250.3,1520.25,,traded\r\n",
+        }
+    },
+    "headers": {
+        "Content-Disposition": _header(
+            'format=csv: attachment; filename="<instrument>_<interval>_<start>_<end>.csv", '
+            "e.g. BTC-USD_1h_20240105T0000Z_20240106T0000Z.csv."
+        ),
+        "X-FKS-Symbol": _header("format=csv: the canonical instrument (JSON: symbol)."),
+        "X-FKS-Provider": _header("format=csv: the provider whose bars these are."),
+        "X-FKS-Provider-Symbol": _header("format=csv: the provider's own ticker."),
+        "X-FKS-Source": _header("format=csv: warehouse or provider (JSON: source)."),
+        "X-FKS-Interval": _header("format=csv: the bar interval."),
+        "X-FKS-Start": _header("format=csv: window start (UTC), e.g. 2024-01-05T00:00:00Z."),
+        "X-FKS-End": _header("format=csv: window end (UTC, exclusive, clipped to the open bar)."),
+    },
+}
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "Unknown symbol or provider."},
