@@ -22,7 +22,7 @@ SQLAlchemy query they replace (tests compare both on the same rows).
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ import adbc_driver_postgresql.dbapi
 import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
+from psycopg import sql
 
 SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's storage format for DateTime on SQLite
 _POOL_SIZE = 4
@@ -56,23 +57,43 @@ class Select:
     start: pd.Timestamp
     end: pd.Timestamp
 
-    def sql(self, placeholder: Callable[[int], str]) -> tuple[str, list[object]]:
-        """The statement with ``placeholder(i)`` for the i-th parameter, and the parameters."""
-        params: list[object] = []
-
-        def bind(value: object) -> str:
-            params.append(value)
-            return placeholder(len(params))
-
-        conditions = [f'"{name}" = {bind(value)}' for name, value in self.equal.items()]
-        conditions.append(f'"{self.key}" IN ({", ".join(bind(k) for k in self.keys)})')
-        conditions.append(f"ts >= {bind(self.start)} AND ts < {bind(self.end)}")
+    def sqlite(self) -> tuple[str, list[object]]:
+        """The statement with ``?`` parameters, and the parameters (``ts`` as stored text)."""
+        conditions = [f'"{name}" = ?' for name in self.equal]
+        conditions.append(f'"{self.key}" IN ({", ".join("?" for _ in self.keys)})')
+        conditions.append("ts >= ? AND ts < ?")
+        params: list[object] = [*self.equal.values(), *self.keys]
+        params += [ts.tz_convert("UTC").strftime(SQLITE_TS_FORMAT) for ts in (self.start, self.end)]
         columns = ", ".join(f'"{name}"' for name in self.columns)
         statement = (
             f"SELECT {columns} FROM {self.table} WHERE {' AND '.join(conditions)}"
             f' ORDER BY "{self.key}", ts'
         )
         return statement, params
+
+    def postgres(self) -> str:
+        """The statement with its values written in as literals, quoted by psycopg.
+
+        ADBC's driver reads a statement without parameters as a binary ``COPY ... TO STDOUT``;
+        with bound parameters it fetches an ordinary result, measured 1.8x slower.
+        """
+        values = [
+            sql.SQL("{} = {}").format(sql.Identifier(name), sql.Literal(value))
+            for name, value in self.equal.items()
+        ]
+        statement = sql.SQL(
+            "SELECT {columns} FROM {table} WHERE {values} AND {key} IN ({keys})"
+            " AND ts >= {start} AND ts < {end} ORDER BY {key}, ts"
+        ).format(
+            columns=sql.SQL(", ").join(map(sql.Identifier, self.columns)),
+            table=sql.Identifier(self.table),
+            values=sql.SQL(" AND ").join(values),
+            key=sql.Identifier(self.key),
+            keys=sql.SQL(", ").join(map(sql.Literal, self.keys)),
+            start=sql.Literal(self.start.tz_convert("UTC").to_pydatetime()),
+            end=sql.Literal(self.end.tz_convert("UTC").to_pydatetime()),
+        )
+        return statement.as_string(None)
 
 
 class PostgresReader:
@@ -100,27 +121,26 @@ class PostgresReader:
         )
 
     def read(self, select: Select) -> pd.DataFrame:
-        statement, params = select.sql(lambda i: f"${i}")
-        params = [_pg_param(value) for value in params]
+        statement = select.postgres()
         try:
-            return self._read(statement, params)
+            return self._read(statement)
         except adbc_driver_manager.OperationalError:
             # A pooled connection the server has since closed (a restart): SQLAlchemy's engines
             # ping before use; a bare pool cannot, so the pool is emptied and the read tried once
             # more on a new connection.
             self._pool.recreate()
             try:
-                return self._read(statement, params)
+                return self._read(statement)
             except adbc_driver_manager.Error as exc:
                 raise ReadError(str(exc).splitlines()[0]) from exc
         except adbc_driver_manager.Error as exc:
             raise ReadError(str(exc).splitlines()[0]) from exc
 
-    def _read(self, statement: str, params: list[object]) -> pd.DataFrame:
+    def _read(self, statement: str) -> pd.DataFrame:
         conn = self._pool.connect()
         try:
             with conn.cursor() as cursor:
-                cursor.execute(statement, params)
+                cursor.execute(statement)
                 table = cursor.fetch_arrow_table()
         except adbc_driver_manager.OperationalError:
             conn.invalidate()
@@ -145,22 +165,9 @@ def libpq_uri(url: sa.URL) -> str:
     return f"{base}?{urllib.parse.urlencode(url.query, doseq=True, quote_via=urllib.parse.quote)}"
 
 
-def _pg_param(value: object) -> object:
-    """A parameter ADBC binds with the column's type: timestamps as ``timestamptz``."""
-    if isinstance(value, pd.Timestamp):
-        return value.tz_convert("UTC").to_pydatetime()
-    return value
-
-
 def read_sqlite(engine: sa.Engine, select: Select) -> pd.DataFrame:
     """``select`` through one of ``engine``'s own ``sqlite3`` connections."""
-    statement, params = select.sql(lambda _: "?")
-    params = [
-        value.tz_convert("UTC").strftime(SQLITE_TS_FORMAT)
-        if isinstance(value, pd.Timestamp)
-        else value
-        for value in params
-    ]
+    statement, params = select.sqlite()
     conn = engine.raw_connection()
     try:
         cursor = conn.cursor()
