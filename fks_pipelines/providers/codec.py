@@ -61,8 +61,10 @@ def encode_frame(frame: pd.DataFrame) -> bytes:
         pa.array(frame[name].to_numpy(dtype="float64"), type=pa.float64()) for name in _FLOATS
     ]
     columns.append(pa.array(frame["trades"].array, type=pa.int64(), from_pandas=True))
-    kinds = pa.array(frame["bar_kind"].array, type=pa.large_string()).dictionary_encode()
-    columns.append(kinds.cast(_KIND_TYPE))
+    kinds = pa.array(frame["bar_kind"].array, type=pa.large_string())
+    if isinstance(kinds, pa.ChunkedArray):  # a frame concatenated from pages keeps its chunks
+        kinds = kinds.combine_chunks()
+    columns.append(kinds.dictionary_encode().cast(_KIND_TYPE))
     metadata = {k.encode(): v.encode() for k, v in texts.items()}
     schema = _SCHEMA.with_metadata({**metadata, _FORMAT_KEY: FORMAT.encode()})
     batch = pa.RecordBatch.from_arrays(columns, schema=schema)

@@ -71,6 +71,15 @@ def test_frames_round_trip_exactly(frame: pd.DataFrame) -> None:
     validate(decoded)
 
 
+def test_a_frame_concatenated_from_pages_round_trips() -> None:
+    """Its text columns are chunked Arrow arrays, one chunk per page."""
+    first = bars(vwap=None, trades=None)
+    second = first.assign(ts=first["ts"] + pd.Timedelta(hours=3), bar_kind="auction")
+    frame = pd.concat([first, second], ignore_index=True)
+
+    pd.testing.assert_frame_equal(decode_frame(encode_frame(frame)), frame, check_exact=True)
+
+
 def set_text(frame: pd.DataFrame) -> None:
     frame.loc[0, "symbol"] = "ETHUSDT"
 
