@@ -533,6 +533,62 @@ def test_the_warehouse_dagster_storage_and_the_api_hold_what_the_runs_wrote(
     assert health.status_code == 200 and health.json()["status"] == "ok", health.text
 
 
+def backfill_finished(dagster: Dagster, backfill_id: str) -> dict[str, Any] | None:
+    """The backfill's state once it has finished; None before. A failed run fails the test."""
+    for run in dagster.runs({"dagster/backfill": backfill_id}):
+        if errors := dagster.failures(run["runId"]):
+            raise AssertionError(f"backfill run {run['runId']} failed: {errors}")
+    state = dagster.backfill(backfill_id)
+    return state if state["status"] not in ("REQUESTED", "CANCELING", "FAILING") else None
+
+
+# Run in the code-server container, which mounts the fks-data volume as the run containers do.
+READ_EXPORT = """
+import json, pyarrow.dataset as ds
+table = ds.dataset("/var/lib/fks/exports/ohlcv_consolidated", partitioning="hive").to_table()
+frame = table.to_pandas()
+print(json.dumps({
+    "rows": len(frame),
+    "instruments": sorted(map(str, frame["instrument"].unique())),
+    "months": sorted(map(str, frame["month"].unique())),
+    "first": frame["ts"].min().isoformat(),
+    "sources": sorted(frame["source"].unique()),
+}))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_downstream_assets_read_the_stored_bars_and_the_export_lands_on_the_volume(
+    stack: Stack, dagster: Dagster
+) -> None:
+    """Consolidation, analytics/daily_returns (the warehouse I/O manager, ADBC in the image) and
+    the Parquet export, each in a run container of its own; the file outlives its container."""
+    for asset, partition in (
+        (("ohlcv", "consolidated", "1h"), "2024-01-05|BTC-USD"),
+        (("analytics", "daily_returns"), "2024-01-05"),
+        (("exports", "consolidated", "1h"), "2024-01|BTC-USD"),
+    ):
+        backfill_id = dagster.launch_backfill(asset, [partition])
+        state = wait_for(
+            f"{'/'.join(asset)} {partition}",
+            lambda backfill_id=backfill_id: backfill_finished(dagster, backfill_id),
+            timeout_s=180,
+            every_s=2,
+        )
+        assert state["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), state
+        runs = dagster.runs({"dagster/backfill": backfill_id})
+        assert {r["status"] for r in runs} == {"SUCCESS"}, runs
+
+    exported = json.loads(stack.compose("exec", "-T", "code-server", "python", "-c", READ_EXPORT))
+    assert exported == {
+        "rows": 24,
+        "instruments": ["BTC-USD"],
+        "months": ["2024-01"],
+        "first": "2024-01-05T00:00:00+00:00",
+        "sources": ["binance"],
+    }
+
+
 @pytest.mark.timeout(120)
 def test_both_databases_can_be_backed_up(stack: Stack, tmp_path: Path) -> None:
     """README "Production": a pg_dump of each database from the postgres container."""
