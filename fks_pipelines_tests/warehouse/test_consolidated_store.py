@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -21,23 +21,6 @@ from fks_pipelines.warehouse.store import ConsolidatedScope, Warehouse, Warehous
 from fks_pipelines.warehouse.tables import ohlcv_consolidated
 
 DAY = pd.Timestamp("2024-01-02", tz="UTC")
-
-
-@pytest.fixture
-def warehouse(warehouse_url: str) -> Iterator[Warehouse]:
-    """A warehouse with its schema and an empty ``ohlcv_consolidated``, on its own engine.
-
-    The PostgreSQL schema lives for the whole session, so the table is emptied here.
-    """
-    engine = sa.create_engine(warehouse_url)
-    store = Warehouse(engine)
-    store.ensure_schema()
-    with engine.begin() as conn:
-        conn.execute(sa.delete(ohlcv_consolidated))
-    try:
-        yield store
-    finally:
-        engine.dispose()
 
 
 def series(

@@ -4,7 +4,6 @@ back as one hive-partitioned dataset by pandas (pyarrow), polars and DuckDB."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -14,7 +13,6 @@ import polars as pl
 import polars.testing
 import pyarrow.parquet as pq
 import pytest
-import sqlalchemy as sa
 
 from fks_pipelines.market.consolidate import COLUMNS, conform_consolidated, empty_consolidated
 from fks_pipelines.market.intervals import Interval
@@ -27,7 +25,6 @@ from fks_pipelines.warehouse.export import (
     month_path,
 )
 from fks_pipelines.warehouse.store import ConsolidatedScope, Warehouse
-from fks_pipelines.warehouse.tables import ohlcv_consolidated
 
 JAN, FEB, MAR = (pd.Timestamp(m, tz="UTC") for m in ("2024-01-01", "2024-02-01", "2024-03-01"))
 # (interval, instrument, month) of every file the seeded rows give.
@@ -37,20 +34,6 @@ FILES = [
     ("1h", "SPY", "2024-02"),
     ("1d", "BTC-USD", "2024-01"),
 ]
-
-
-@pytest.fixture
-def warehouse(warehouse_url: str) -> Iterator[Warehouse]:
-    """A warehouse with an empty ``ohlcv_consolidated`` (the PostgreSQL schema is shared)."""
-    engine = sa.create_engine(warehouse_url)
-    store = Warehouse(engine)
-    store.ensure_schema()
-    with engine.begin() as conn:
-        conn.execute(sa.delete(ohlcv_consolidated))
-    try:
-        yield store
-    finally:
-        engine.dispose()
 
 
 def bars(instrument: str, interval: str, start: str, periods: int, base: float) -> pd.DataFrame:

@@ -7,7 +7,6 @@ The reference is the query ``read_ohlcv`` and ``read_consolidated`` ran before t
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -33,20 +32,6 @@ EDGES = pd.DatetimeIndex(
     tz="UTC",
 )
 WINDOW = (pd.Timestamp("1969-01-01", tz="UTC"), pd.Timestamp("2100-01-01", tz="UTC"))
-
-
-@pytest.fixture
-def warehouse(warehouse_url: str) -> Iterator[Warehouse]:
-    engine = sa.create_engine(warehouse_url)
-    store = Warehouse(engine)
-    store.ensure_schema()
-    with engine.begin() as conn:
-        conn.execute(sa.delete(ohlcv))
-        conn.execute(sa.delete(ohlcv_consolidated))
-    try:
-        yield store
-    finally:
-        engine.dispose()
 
 
 def awkward_bars(symbol: str, provider: str = "binance") -> pd.DataFrame:

@@ -22,18 +22,6 @@ DAY = pd.Timestamp("2024-01-02", tz="UTC")
 
 
 @pytest.fixture
-def warehouse(warehouse_url: str) -> Iterator[Warehouse]:
-    """An empty warehouse with its schema, on its own engine (disposed afterwards)."""
-    engine = sa.create_engine(warehouse_url)
-    store = Warehouse(engine)
-    store.ensure_schema()
-    try:
-        yield store
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture
 def pg_warehouse(pg_warehouse_url: str) -> Iterator[Warehouse]:
     """Like ``warehouse``, on PostgreSQL only."""
     engine = sa.create_engine(pg_warehouse_url)
