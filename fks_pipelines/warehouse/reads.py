@@ -24,7 +24,6 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import adbc_driver_manager
 import adbc_driver_postgresql.dbapi
@@ -99,58 +98,59 @@ class Select:
 class PostgresReader:
     """Reads through pooled ADBC connections to the database of ``url``.
 
-    ``session`` settings (``SET name = value``) are applied to every new connection, e.g. a
-    ``statement_timeout`` for the HTTP service's reads.
+    ``pool`` is SQLAlchemy's ``QueuePool``: its ``connect`` event configures each new connection
+    as an engine's does (the warehouse's session settings, see :class:`.store.Warehouse`).
     """
 
-    def __init__(self, url: sa.URL, session: dict[str, str] | None = None) -> None:
+    def __init__(self, url: sa.URL) -> None:
         uri = libpq_uri(url)
-        settings = dict(session or {})
-
-        def connect() -> Any:
-            # Autocommit: each read is one statement, and an idle pooled connection holds no
-            # transaction open (nor a snapshot) between reads.
-            conn = adbc_driver_postgresql.dbapi.connect(uri, autocommit=True)
-            with conn.cursor() as cursor:
-                for name, value in settings.items():
-                    cursor.execute(f"SET {name} = {value}")
-            return conn
-
-        self._pool = sa.pool.QueuePool(
-            connect, pool_size=_POOL_SIZE, max_overflow=_POOL_OVERFLOW, reset_on_return=None
+        # Autocommit: each read is one statement, and an idle pooled connection holds no
+        # transaction open (nor a snapshot) between reads.
+        self.pool = sa.pool.QueuePool(
+            lambda: adbc_driver_postgresql.dbapi.connect(uri, autocommit=True),
+            pool_size=_POOL_SIZE,
+            max_overflow=_POOL_OVERFLOW,
+            reset_on_return=None,
         )
 
     def read(self, select: Select) -> pd.DataFrame:
         statement = select.postgres()
         try:
-            return self._read(statement)
-        except adbc_driver_manager.OperationalError:
-            # A pooled connection the server has since closed (a restart): SQLAlchemy's engines
-            # ping before use; a bare pool cannot, so the pool is emptied and the read tried once
-            # more on a new connection.
-            self._pool.recreate()
             try:
                 return self._read(statement)
             except adbc_driver_manager.Error as exc:
-                raise ReadError(str(exc).splitlines()[0]) from exc
+                if not _connection_lost(exc):
+                    raise
+                # Pooled connections the server has since closed (a restart): SQLAlchemy's
+                # engines ping before use, a bare pool cannot; its idle connections are closed
+                # and the read tried once more on a new one.
+                self.pool.dispose()
+                return self._read(statement)
         except adbc_driver_manager.Error as exc:
             raise ReadError(str(exc).splitlines()[0]) from exc
 
     def _read(self, statement: str) -> pd.DataFrame:
-        conn = self._pool.connect()
+        conn = self.pool.connect()
         try:
             with conn.cursor() as cursor:
                 cursor.execute(statement)
                 table = cursor.fetch_arrow_table()
-        except adbc_driver_manager.OperationalError:
-            conn.invalidate()
+        except adbc_driver_manager.Error as exc:
+            if _connection_lost(exc):
+                conn.invalidate()
             raise
         finally:
             conn.close()
         return table.to_pandas(types_mapper=_PANDAS_TYPES.get)
 
     def dispose(self) -> None:
-        self._pool.dispose()
+        self.pool.dispose()
+
+
+def _connection_lost(exc: adbc_driver_manager.Error) -> bool:
+    """Whether the driver lost the connection (status IO). A statement timeout is CANCELLED
+    (SQLSTATE 57014) and leaves the connection usable: neither dropped nor read again."""
+    return exc.status_code == adbc_driver_manager.AdbcStatusCode.IO
 
 
 def libpq_uri(url: sa.URL) -> str:

@@ -136,11 +136,14 @@ class Warehouse:
             _configure_sqlite(engine)
         self._postgres: PostgresReader | None = None
         if self.dialect == "postgresql":
-            session = {}
+            reader = self._postgres = PostgresReader(engine.url)
             if statement_timeout_ms is not None:
-                session["statement_timeout"] = str(int(statement_timeout_ms))
-                sa.event.listen(engine, "connect", _session_settings(session))
-            reader = self._postgres = PostgresReader(engine.url, session)
+                # The same SET on every new connection, the engine's and the reader's.
+                on_connect = _session_settings(
+                    {"statement_timeout": str(int(statement_timeout_ms))}
+                )
+                sa.event.listen(engine, "connect", on_connect)
+                sa.event.listen(reader.pool, "connect", on_connect)
             # The reader's pool lives as long as the engine's: disposing the engine closes both.
             sa.event.listen(engine, "engine_disposed", lambda _engine: reader.dispose())
         self._writer = engine.execution_options(**{_WRITE_OPTION: True})
@@ -328,7 +331,8 @@ def _engine(url: str) -> sa.Engine:
 
 def _session_settings(settings: dict[str, str]) -> Callable[[Any, object], None]:
     """A ``connect`` listener giving every new connection ``settings`` (``SET`` of the session,
-    so no option of the URL, such as a ``search_path``, is replaced)."""
+    so no option of the URL, such as a ``search_path``, is replaced); psycopg's and ADBC's
+    DB-API connections alike."""
 
     def on_connect(dbapi_connection: Any, _record: object) -> None:
         with dbapi_connection.cursor() as cursor:

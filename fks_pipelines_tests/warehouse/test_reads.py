@@ -7,6 +7,7 @@ The reference is the query ``read_ohlcv`` and ``read_consolidated`` ran before t
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,13 @@ import sqlalchemy as sa
 
 from fks_pipelines.market import consolidate
 from fks_pipelines.market.frame import COLUMNS, build_frame, conform
-from fks_pipelines.warehouse.reads import SQLITE_TS_FORMAT, libpq_uri
+from fks_pipelines.warehouse.reads import (
+    SQLITE_TS_FORMAT,
+    PostgresReader,
+    ReadError,
+    Select,
+    libpq_uri,
+)
 from fks_pipelines.warehouse.store import ConsolidatedScope, Scope, Warehouse, WarehouseError
 from fks_pipelines.warehouse.tables import ohlcv, ohlcv_consolidated
 
@@ -220,6 +227,35 @@ def test_postgres_reads_honour_the_statement_timeout(pg_warehouse_url: str) -> N
     finally:
         locker.dispose()
         engine.dispose()
+
+
+def test_a_timed_out_read_is_not_retried_and_keeps_its_connection(pg_warehouse_url: str) -> None:
+    """A statement timeout is no lost connection: one connection, one cancelled statement, the
+    connection back in the pool (a retry on a new one would double the caller's wait)."""
+    Warehouse(sa.create_engine(pg_warehouse_url, poolclass=sa.NullPool)).ensure_schema()
+    reader = PostgresReader(sa.make_url(pg_warehouse_url))
+    opened: list[object] = []
+
+    def set_timeout(dbapi_connection: Any, _record: object) -> None:
+        opened.append(dbapi_connection)
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET statement_timeout = 50")
+
+    sa.event.listen(reader.pool, "connect", set_timeout)
+    select = Select("ohlcv", COLUMNS, {"provider": "binance"}, "symbol", ["BTCUSDT"], *WINDOW)
+    locker = sa.create_engine(pg_warehouse_url, poolclass=sa.NullPool)
+    try:
+        with locker.begin() as conn:
+            conn.execute(sa.text("LOCK TABLE ohlcv IN ACCESS EXCLUSIVE MODE"))
+            with pytest.raises(ReadError, match="statement timeout"):
+                reader.read(select)
+        assert len(opened) == 1
+        assert (reader.pool.checkedin(), reader.pool.checkedout()) == (1, 0)
+        assert reader.read(select).empty  # on the same connection
+        assert len(opened) == 1
+    finally:
+        locker.dispose()
+        reader.dispose()
 
 
 def test_libpq_uri_keeps_connection_options_and_encodes_spaces() -> None:
