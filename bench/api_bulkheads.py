@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import sqlalchemy as sa
 
-from bench.api_price import ROOT, free_port, redis_server, wait_until_up
+from bench.api_price import ROOT, free_port, redis_server, run_app, wait_until_up
 from fks_pipelines.webhooks.signing import signed_headers
 from fks_pipelines_tests.fakes.binance import FakeBinance
 
@@ -46,32 +46,17 @@ HOUR = 3_600_000
 
 
 def serve(port: int, binance_url: str, redis_url: str, warehouse_url: str, data_dir: str) -> None:
-    import uvicorn
-
-    from fks_pipelines.api.app import create_app
-    from fks_pipelines.api.server import protocol_options
-    from fks_pipelines.settings import Settings
-
-    closed = f"http://127.0.0.1:{free_port()}"
-    settings = Settings(
-        FKS_DATA_DIR=data_dir,
-        FKS_BINANCE_BASE_URL=binance_url,
-        REDIS_URL=redis_url,
-        FKS_WAREHOUSE_URL=warehouse_url,
-        FKS_WEBHOOK_SECRET=SECRET,
-        FKS_CACHE_TTL_PRICE_S=3600,
-        **{
-            f"FKS_{p}_BASE_URL": closed
-            for p in ("POLYGON", "COINGECKO", "COINMARKETCAP", "ALPHA_VANTAGE", "EODHD")
+    run_app(
+        port,
+        {
+            "FKS_DATA_DIR": data_dir,
+            "FKS_BINANCE_BASE_URL": binance_url,
+            "REDIS_URL": redis_url,
+            "FKS_WAREHOUSE_URL": warehouse_url,
+            "FKS_WEBHOOK_SECRET": SECRET,
+            "FKS_CACHE_TTL_PRICE_S": 3600,
         },
-    )
-    uvicorn.run(
-        create_app(settings, freeze_gc=True),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        access_log=False,
-        **protocol_options(settings),
+        baseline=False,
     )
 
 

@@ -46,14 +46,22 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from bench.api_price import Load, cpu_s, free_port, wait_until_up, with_python, with_wrk
+from bench.api_price import (
+    BASELINE,
+    Load,
+    cpu_s,
+    free_port,
+    run_app,
+    wait_until_up,
+    with_python,
+    with_wrk,
+)
 from fks_pipelines.market.frame import build_frame
 from fks_pipelines.warehouse.store import Scope, Warehouse
 from fks_pipelines.warehouse.tables import ohlcv
 
 PROVIDER, TICKER, INSTRUMENT, INTERVAL = "binance", "BENCHUSDT", "BENCH-USD", "1m"
 START = pd.Timestamp("2024-03-01", tz="UTC")
-BASELINE = "/bench/async"
 UNIVERSE = f"""
 instruments:
   {INSTRUMENT}: {{asset_class: crypto}}
@@ -69,41 +77,17 @@ Loader = Callable[[str, int, int], Load]
 
 def serve(port: int, warehouse_url: str, data_dir: str, max_bars: int) -> None:
     """The server process: the project's app on ``warehouse_url`` plus the trivial route."""
-    import uvicorn
-    from fastapi import APIRouter
-
-    from fks_pipelines.api.app import create_app
-    from fks_pipelines.api.server import protocol_options
-    from fks_pipelines.settings import Settings
-
-    router = APIRouter()
-
-    @router.get(BASELINE)
-    async def trivial_async() -> dict[str, str]:
-        return {"status": "ok"}
-
     universe = Path(data_dir) / "universe.yaml"
     universe.write_text(UNIVERSE)
-    closed = f"http://127.0.0.1:{free_port()}"  # nothing reaches out
-    settings = Settings(
-        FKS_DATA_DIR=data_dir,
-        FKS_WAREHOUSE_URL=warehouse_url,
-        FKS_UNIVERSE_FILE=universe,
-        FKS_API_MAX_BARS=max_bars,
-        REDIS_URL=None,
-        **{
-            f"FKS_{p}_BASE_URL": closed
-            for p in ("BINANCE", "POLYGON", "COINGECKO", "COINMARKETCAP", "ALPHA_VANTAGE", "EODHD")
+    run_app(
+        port,
+        {
+            "FKS_DATA_DIR": data_dir,
+            "FKS_WAREHOUSE_URL": warehouse_url,
+            "FKS_UNIVERSE_FILE": universe,
+            "FKS_API_MAX_BARS": max_bars,
+            "REDIS_URL": None,
         },
-    )
-    app = create_app(settings, routers=[router], freeze_gc=True)
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        access_log=False,
-        **protocol_options(settings),
     )
 
 

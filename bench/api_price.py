@@ -72,8 +72,14 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def serve(port: int, binance_url: str, redis_url: str, data_dir: str) -> None:
-    """The server process: the project's app plus the trivial route, on ``port``."""
+PROVIDERS = ("BINANCE", "POLYGON", "COINGECKO", "COINMARKETCAP", "ALPHA_VANTAGE", "EODHD")
+
+
+def run_app(port: int, fields: dict[str, object], baseline: bool = True) -> None:
+    """Serve the project's app (``create_app``) from ``Settings(**fields)`` on ``port`` until
+    the process ends: uvicorn with ``fks-api``'s protocol options, no access log; each provider
+    whose ``FKS_<ID>_BASE_URL`` is not in ``fields`` points at a closed port (nothing reaches
+    out); with ``baseline``, the trivial ``async def`` route at :data:`BASELINE` beside it."""
     import uvicorn
     from fastapi import APIRouter
 
@@ -81,31 +87,38 @@ def serve(port: int, binance_url: str, redis_url: str, data_dir: str) -> None:
     from fks_pipelines.api.server import protocol_options
     from fks_pipelines.settings import Settings
 
-    router = APIRouter()
+    routers = []
+    if baseline:
+        router = APIRouter()
 
-    @router.get(BASELINE)
-    async def trivial_async() -> dict[str, str]:
-        return {"status": "ok"}
+        @router.get(BASELINE)
+        async def trivial_async() -> dict[str, str]:
+            return {"status": "ok"}
 
-    closed = f"http://127.0.0.1:{free_port()}"  # nothing else reaches out
-    settings = Settings(
-        FKS_DATA_DIR=data_dir,
-        FKS_BINANCE_BASE_URL=binance_url,
-        REDIS_URL=redis_url,
-        FKS_CACHE_TTL_PRICE_S=TTL_S,
-        **{
-            f"FKS_{p}_BASE_URL": closed
-            for p in ("POLYGON", "COINGECKO", "COINMARKETCAP", "ALPHA_VANTAGE", "EODHD")
-        },
-    )
-    app = create_app(settings, routers=[router], freeze_gc=True)
+        routers.append(router)
+    closed = f"http://127.0.0.1:{free_port()}"
+    unreachable = {f"FKS_{p}_BASE_URL": closed for p in PROVIDERS}
+    settings = Settings(**{**unreachable, **fields})
     uvicorn.run(
-        app,
+        create_app(settings, routers=routers, freeze_gc=True),
         host="127.0.0.1",
         port=port,
         log_level="warning",
         access_log=False,
         **protocol_options(settings),
+    )
+
+
+def serve(port: int, binance_url: str, redis_url: str, data_dir: str) -> None:
+    """The server process: the project's app plus the trivial route, on ``port``."""
+    run_app(
+        port,
+        {
+            "FKS_DATA_DIR": data_dir,
+            "FKS_BINANCE_BASE_URL": binance_url,
+            "REDIS_URL": redis_url,
+            "FKS_CACHE_TTL_PRICE_S": TTL_S,
+        },
     )
 
 

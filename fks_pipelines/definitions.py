@@ -42,6 +42,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         warehouse_url = dg.EnvVar("FKS_WAREHOUSE_URL")
     # A Redis URL may carry a password too: EnvVar, as above.
     redis_url = dg.EnvVar("REDIS_URL") if settings.redis_url else None
+    warehouse = WarehouseResource(url=warehouse_url)
     runtime = {
         "redis_url": redis_url,
         "cache_dir": str(settings.resolved_cache_dir),
@@ -89,9 +90,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             requests_per_s=settings.eodhd_rps,
             **runtime,
         ),
-        "warehouse": WarehouseResource(url=warehouse_url),
+        "warehouse": warehouse,
         # Downstream assets receive the OHLCV assets' stored bars through it.
-        IO_MANAGER_KEY: WarehouseIOManager(warehouse=WarehouseResource(url=warehouse_url)),
+        IO_MANAGER_KEY: WarehouseIOManager(warehouse=warehouse),
         "alerts": AlertResource(
             webhook_url=dg.EnvVar("FKS_ALERT_WEBHOOK_URL") if settings.alert_webhook_url else None,
             dagster_ui_url=settings.dagster_ui_url,

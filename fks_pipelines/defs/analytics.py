@@ -127,17 +127,14 @@ def _in_range(key: dg.AssetKey, returns: pd.DataFrame) -> dg.AssetCheckResult:
 def _one_row_each(
     key: dg.AssetKey, bars: pd.DataFrame, returns: pd.DataFrame
 ) -> dg.AssetCheckResult:
-    expected = (
-        set(zip(bars["instrument"], bars["ts"].dt.floor("D").dt.tz_localize(None), strict=True))
-        if not bars.empty
-        else set()
-    )
-    got = list(zip(returns["instrument"], returns["day"], strict=True))
-    duplicated = len(got) - len(set(got))
-    missing = expected - set(got)
+    days = bars["ts"].dt.tz_convert("UTC").dt.tz_localize(None).dt.floor("D")
+    expected = pd.MultiIndex.from_arrays([bars["instrument"], days]).unique()
+    got = pd.MultiIndex.from_frame(returns[["instrument", "day"]])
+    duplicated = int(got.duplicated().sum())
+    missing = len(expected.difference(got))
     return dg.AssetCheckResult(
         asset_key=key,
         check_name="one_row_per_instrument_day",
         passed=not duplicated and not missing,
-        metadata={"rows": len(got), "duplicated": duplicated, "missing": len(missing)},
+        metadata={"rows": len(got), "duplicated": duplicated, "missing": missing},
     )

@@ -91,9 +91,9 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         # A partitioned downstream runs one partition or a range of them.
         if context.has_partition_key or context.step_context.has_partition_key_range:
             return keys
-        days = {DaySymbol.from_key(key).day for key in keys}
-        latest = set(sorted(days)[-self.unpartitioned_days :])
-        return [key for key in keys if DaySymbol.from_key(key).day in latest]
+        day_of = {key: DaySymbol.from_key(key).day for key in keys}
+        latest = set(sorted(set(day_of.values()))[-self.unpartitioned_days :])
+        return [key for key, day in day_of.items() if day in latest]
 
 
 def _read(

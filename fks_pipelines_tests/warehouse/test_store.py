@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +19,6 @@ from fks_pipelines.warehouse.store import Scope, Warehouse, WarehouseError
 from fks_pipelines.warehouse.tables import ohlcv
 
 DAY = pd.Timestamp("2024-01-02", tz="UTC")
-
-
-@pytest.fixture
-def pg_warehouse(pg_warehouse_url: str) -> Iterator[Warehouse]:
-    """Like ``warehouse``, on PostgreSQL only."""
-    engine = sa.create_engine(pg_warehouse_url)
-    store = Warehouse(engine)
-    store.ensure_schema()
-    try:
-        yield store
-    finally:
-        engine.dispose()
 
 
 def bars(
