@@ -3,8 +3,8 @@
 What ``dagster sensor preview`` cannot show: a run request the daemon fails to create (a job
 whose resource lacks its key) fails the whole tick and holds the cursor. This test starts the
 real daemon on a temporary instance, with Binance and CoinGecko served by local fakes and no key
-for the four other providers, turns on the catch-up, freshness and alert sensors, lets them tick
-and their runs finish, and reads the outcome from the instance.
+for the four other providers, turns on the catch-up, freshness and alert sensors (or the
+exports sensor), lets them tick and their runs finish, and reads the outcome from the instance.
 """
 
 import json
@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import dagster as dg
 import pytest
 from dagster._core.scheduler.instigation import InstigatorState, TickStatus
 
+from fks_pipelines.warehouse.export import month_path
 from fks_pipelines_tests.fakes.binance import FakeBinance
 from fks_pipelines_tests.fakes.coingecko import FakeCoinGecko
 from fks_pipelines_tests.fakes.receiver import WebhookReceiver
@@ -122,9 +123,10 @@ def run_daemon(
     env: dict[str, str],
     instance: dg.DagsterInstance,
     done: Callable[[dg.DagsterInstance], bool],
+    sensors: Sequence[str] = SENSORS,
 ) -> None:
-    """Turn on :data:`SENSORS`, run the real daemon until ``done``, stop it (bounded)."""
-    for name in SENSORS:
+    """Turn on ``sensors``, run the real daemon until ``done``, stop it (bounded)."""
+    for name in sensors:
         dagster(["sensor", "start", name], env)
     log = (home / "daemon.log").open("w")
     daemon = subprocess.Popen(
@@ -274,3 +276,45 @@ def test_a_symbol_that_keeps_failing_is_behind_and_alerts_once_while_the_others_
         assert message["severity"] == "ERROR"
         assert message["partitions"] and all(p.endswith("|SOLUSDT") for p in message["partitions"])
         assert "more than a day behind" in message["reason"]
+
+
+def test_the_exports_sensor_rewrites_a_month_once_a_day_of_it_is_consolidated(
+    home: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    """``ohlcv_exports`` turned on, then a day stored and consolidated with the README's
+    ``dagster asset materialize``: the daemon launches that month's export, which writes its file.
+    """
+    instance = dg.DagsterInstance.from_config(str(home))
+    exports = "ohlcv_exports"
+    materialized = False
+
+    def exported(instance: dg.DagsterInstance) -> bool:
+        nonlocal materialized
+        state = states(instance).get(exports)
+        if state is None or not ticks(instance, state):
+            return False  # a first tick before the day is stored: nothing to export yet
+        if not materialized:
+            for asset, partition in (
+                ("ohlcv/binance/1h", "2024-01-05|BTCUSDT"),
+                ("ohlcv/consolidated/1h", "2024-01-05|BTC-USD"),
+            ):
+                dagster(["asset", "materialize", "--select", asset, "--partition", partition], env)
+            materialized = True
+        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": "2024-01|BTC-USD"}))
+        return bool(runs) and all(run.is_finished for run in runs)
+
+    run_daemon(home, env, instance, exported, sensors=(exports,))
+
+    [run] = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": "2024-01|BTC-USD"}))
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    assert run.tags.get("dagster/from_automation_condition") == "true"
+    state = states(instance)[exports]
+    assert failed_ticks({exports: ticks(instance, state)}) == {exports: []}
+    path = month_path(tmp_path / "data" / "exports", "1h", "BTC-USD", "2024-01")
+    assert path.exists()
+    # The daemon launched that export and nothing else.
+    assert sorted(r.tags["dagster/partition"] for r in instance.get_runs()) == [
+        "2024-01-05|BTC-USD",
+        "2024-01-05|BTCUSDT",
+        "2024-01|BTC-USD",
+    ]
