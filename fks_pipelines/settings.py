@@ -268,6 +268,34 @@ class Settings(BaseSettings):
         description="Most header fields of a request (fks-api); beyond: 431.",
     )
 
+    binance_ws_url: str = Field(
+        default="wss://fstream.binance.com",
+        validation_alias="FKS_BINANCE_WS_URL",
+        description="Base URL of Binance USD-M's market streams (fks-stream).",
+    )
+    stream_host: str = Field(
+        default="127.0.0.1",
+        validation_alias="FKS_STREAM_HOST",
+        description="Interface fks-stream's /health and /metrics listen on.",
+    )
+    stream_port: int = Field(
+        default=8004, ge=1, le=65535, validation_alias="FKS_STREAM_PORT", description="Its port."
+    )
+    stream_gap_lookback_h: float = Field(
+        default=24.0,
+        gt=0,
+        validation_alias="FKS_STREAM_GAP_LOOKBACK_H",
+        description="How far back fks-stream fetches the klines that closed while it was not "
+        "listening (from the last one it stored); older gaps are the catch-up sensor's.",
+    )
+    stream_price_max_age_s: float = Field(
+        default=5.0,
+        gt=0,
+        validation_alias="FKS_STREAM_PRICE_MAX_AGE_S",
+        description="Oldest streamed price /api/v1/data/price answers with; older, it asks "
+        "the provider's REST API.",
+    )
+
     @property
     def resolved_warehouse_url(self) -> str:
         """The warehouse URL, defaulting to ``sqlite:///<data_dir>/warehouse.sqlite``."""

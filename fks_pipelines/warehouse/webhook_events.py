@@ -237,6 +237,24 @@ class WebhookEventStore:
         with self.warehouse.engine.connect() as conn:
             return [self._stored(row) for row in conn.execute(query)]
 
+    def latest_closed(self, provider: str, since: datetime) -> dict[tuple[str, str], datetime]:
+        """Per (symbol, interval) of ``provider``, the open of the newest final bar an event
+        reported, among bars opening at or after ``since``: where a stream left off."""
+        table = webhook_events
+        query = (
+            sa.select(table.c.symbol, table.c.interval, sa.func.max(table.c.window_start))
+            .where(
+                table.c.provider == provider,
+                table.c.closed == sa.true(),
+                table.c.window_start >= self._time(since),
+            )
+            .group_by(table.c.symbol, table.c.interval)
+        )
+        with self.warehouse.engine.connect() as conn:
+            return {
+                (symbol, interval): _utc(start) for symbol, interval, start in conn.execute(query)
+            }
+
     def set_status(self, updates: Iterable[StatusUpdate], at: datetime) -> None:
         """Give events their status and reason: one statement, executed for every event."""
         handled = self._time(at)

@@ -12,9 +12,10 @@ Polygon delivers its events):
   "start":<ISO-8601>,"end":<ISO-8601>}`` with an optional sender ``id``: the bars of
   ``[start, end)`` changed.
 
-Every event gets an id: the provider's own identity where it has one (Binance: symbol,
-interval, kline open and event time; Polygon: symbol and window start), the sender's ``id`` for
-the generic shape, else a hash of the canonical payload. The payload hash (SHA-256 of the
+Every event gets an id: the provider's own identity where it has one (Polygon: symbol and window
+start; Binance: symbol, interval and kline open, and the event time while the kline is open: a
+kline closes once, so its closed event is the same fact whether the stream or a REST gap fill
+delivered it), the sender's ``id`` for the generic shape, else a hash of the canonical payload. The payload hash (SHA-256 of the
 canonical JSON: sorted keys, no spaces) identifies a re-delivery even under another id.
 
 Bounds: whatever is parsed must be storable, so that a signed body is either stored or refused
@@ -379,7 +380,7 @@ def _event(source: str, model: BaseModel, payload: dict[str, Any], where: str) -
     if isinstance(model, BinanceKlineEvent):
         k = model.k
         return WebhookEvent(
-            id=f"binance:{model.s}:{k.i}:{k.t}:{model.E}",
+            id=f"binance:{model.s}:{k.i}:{k.t}:{'closed' if k.x else model.E}",
             payload_hash=digest,
             source=source,
             provider="binance",

@@ -110,7 +110,7 @@ async def test_a_signed_binance_kline_is_stored_published_and_acknowledged(
     response = await post(client, "binance", KLINE)
 
     assert response.status_code == 202
-    event_id = "binance:BTCUSDT:1h:1720519200000:1720522800007"
+    event_id = "binance:BTCUSDT:1h:1720519200000:closed"
     assert response.json() == {"id": event_id, "duplicate": False, "published": True}
     stored = store.get(event_id)
     assert stored is not None and stored.payload == KLINE
