@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -132,8 +133,12 @@ async def serve(settings: Settings) -> None:
         settings.stream_host,
         settings.stream_port,
     )
+    # uvicorn's handlers end serve() on SIGTERM/SIGINT, then raise the signal again to the
+    # handlers found before: those ignore it, so the bridge can store what is queued.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     try:
-        await server.serve()  # returns on SIGTERM/SIGINT (uvicorn's handlers)
+        await server.serve()
     finally:
         bridge.stop()
         await running

@@ -24,8 +24,10 @@ from dagster._core.scheduler.instigation import InstigatorState, TickStatus
 
 from fks_pipelines.warehouse.export import month_path
 from fks_pipelines_tests.fakes.binance import FakeBinance
+from fks_pipelines_tests.fakes.binance_stream import FakeBinanceStream, kline
 from fks_pipelines_tests.fakes.coingecko import FakeCoinGecko
 from fks_pipelines_tests.fakes.receiver import WebhookReceiver
+from fks_pipelines_tests.realtime.support import fks_stream
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -318,3 +320,41 @@ def test_the_exports_sensor_rewrites_a_month_once_a_day_of_it_is_consolidated(
         "2024-01-05|BTCUSDT",
         "2024-01|BTC-USD",
     ]
+
+
+def test_a_kline_closing_on_the_stream_runs_its_partition_through_fks_stream_and_the_sensor(
+    home: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    """The real-time path end to end: a local Binance stream, ``fks-stream`` as compose runs
+    it, the intake's row, the ``webhook_events`` sensor under the daemon, the run."""
+    instance = dg.DagsterInstance.from_config(str(home))
+    partition = "2024-01-05|BTCUSDT"
+    opened = int(datetime(2024, 1, 5, 10, tzinfo=UTC).timestamp() * 1000)
+    with FakeBinanceStream() as stream:
+        stream_env = {
+            **env,
+            "FKS_BINANCE_WS_URL": stream.url,
+            "FKS_WEBHOOK_SENSOR_INTERVAL_S": "5",
+        }
+        with fks_stream(stream_env, tmp_path / "stream.log") as service:
+            stream.send(
+                [
+                    kline("BTCUSDT", "1h", opened, closed=False),
+                    kline("BTCUSDT", "1h", opened, closed=True),
+                ]
+            )
+
+            def ran(instance: dg.DagsterInstance) -> bool:
+                runs = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": partition}))
+                return bool(runs) and all(run.is_finished for run in runs)
+
+            run_daemon(home, stream_env, instance, ran, sensors=("webhook_events",))
+            assert service.stop() == 0
+
+    # One run, of exactly that partition, launched by the sensor; no failed tick.
+    [run] = instance.get_runs()
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    assert run.tags["dagster/partition"] == partition
+    assert run.tags["dagster/sensor_name"] == "webhook_events"
+    state = states(instance)["webhook_events"]
+    assert failed_ticks({"webhook_events": ticks(instance, state)}) == {"webhook_events": []}
