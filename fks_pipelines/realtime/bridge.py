@@ -40,11 +40,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pandas as pd
+import redis
 from prometheus_client import Counter, Gauge, Histogram
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake
 
 from fks_pipelines.market.intervals import Interval
+from fks_pipelines.providers.state import WarnOnce
 from fks_pipelines.realtime.binance import FrameError, KlineFrame, missed_window, parse_frame
 from fks_pipelines.realtime.prices import LivePrices
 from fks_pipelines.warehouse.webhook_events import Receipt
@@ -197,6 +199,8 @@ class StreamBridge:
         self.last_closed: dict[tuple[str, str], pd.Timestamp] = {}
         self._prices: dict[str, tuple[float, pd.Timestamp]] = {}
         self._unwritten: set[str] = set()
+        self._requested_until: dict[tuple[str, str], pd.Timestamp] = {}
+        self._warn = WarnOnce(log)
         self._events: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._gaps: asyncio.Queue[_Gap] = asyncio.Queue()
         self._queued = 0
@@ -273,7 +277,9 @@ class StreamBridge:
             frame = parse_frame(text)
         except FrameError as exc:
             MESSAGES.labels("malformed").inc()
-            log.warning("ignored a frame: %s", exc)
+            # The first at warning level, the rest at debug (the counter has them all): a feed
+            # gone bad must not flood the log.
+            self._warn("malformed", "ignored a frame: %s", exc)
             return None
         self._keep_price(frame.symbol, frame.price, frame.event_time)
         if not frame.closed:
@@ -386,11 +392,15 @@ class StreamBridge:
     def _note_gaps(self, connection: Connection) -> None:
         now = pd.Timestamp(self._clock(), unit="s", tz="UTC")
         for symbol, interval in connection.streams:
-            window = missed_window(
-                self.last_closed.get((symbol, interval.name)), interval, now, self.started_at
-            )
-            if window is not None:
-                self._gaps.put_nowait(_Gap(symbol, interval, *window))
+            stream = (symbol, interval.name)
+            window = missed_window(self.last_closed.get(stream), interval, now, self.started_at)
+            if window is None:
+                continue
+            # A gap still queued from an earlier reconnect is not asked for again.
+            start = max(window[0], self._requested_until.get(stream, window[0]))
+            if start < window[1]:
+                self._requested_until[stream] = window[1]
+                self._gaps.put_nowait(_Gap(symbol, interval, start, window[1]))
 
     async def _fill_gaps(self) -> None:
         failures = 0
@@ -417,6 +427,11 @@ class StreamBridge:
                 self._gaps.put_nowait(gap)
                 continue
             failures = 0
+            stream = (gap.symbol, gap.interval.name)
+            if self._requested_until.get(stream) == gap.end:
+                # No later gap queued: the next reconnect asks from the last kline passed on, so
+                # a bar REST did not have yet is asked for again.
+                del self._requested_until[stream]
             self._pass_on_fetched(gap, frame)
 
     def _pass_on_fetched(self, gap: _Gap, frame: pd.DataFrame) -> None:
@@ -493,18 +508,24 @@ class StreamBridge:
         while True:
             await asyncio.sleep(self.options.flush_s)
             if self._unwritten and self.live is not None:
-                await asyncio.to_thread(self._write_prices)
+                await asyncio.to_thread(self._write, self._take_prices())
 
     def _write_prices(self) -> None:
+        self._write(self._take_prices())
+
+    def _take_prices(self) -> dict[str, tuple[float, pd.Timestamp]]:
+        """The prices changed since the last write (in the event loop, where frames land)."""
+        symbols, self._unwritten = self._unwritten, set()
+        return {symbol: self._prices[symbol] for symbol in symbols}
+
+    def _write(self, prices: dict[str, tuple[float, pd.Timestamp]]) -> None:
         if self.live is None:
             return
-        symbols, self._unwritten = self._unwritten, set()
         try:
-            for symbol in symbols:
-                price, at = self._prices[symbol]
+            for symbol, (price, at) in prices.items():
                 self.live.put(symbol, price, at)
-        except Exception as exc:  # Redis down: the next frames write again
-            log.warning("live prices not written: %s", exc)
+        except redis.RedisError as exc:  # Redis down: the next frames write again
+            self._warn("redis", "live prices not written: %s", exc)
 
 
 def kline_events(symbol: str, interval: Interval, frame: pd.DataFrame) -> list[dict[str, Any]]:

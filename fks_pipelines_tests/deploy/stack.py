@@ -40,7 +40,8 @@ REDIS_PORT = 16379
 GRPC_PORT = 14000
 WEBSERVER_PORT = 13000
 API_PORT = 18003
-PORTS = (POSTGRES_PORT, REDIS_PORT, GRPC_PORT, WEBSERVER_PORT, API_PORT)
+STREAM_PORT = 18004
+PORTS = (POSTGRES_PORT, REDIS_PORT, GRPC_PORT, WEBSERVER_PORT, API_PORT, STREAM_PORT)
 
 LONG_RUNNING = (
     "postgres",
@@ -49,6 +50,7 @@ LONG_RUNNING = (
     "dagster-webserver",
     "dagster-daemon",
     "fks-api",
+    "fks-stream",
 )
 ONE_SHOT = ("postgres-init",)
 # Label the run launcher puts on every run container (deploy/dagster.yaml); with the test's

@@ -30,12 +30,21 @@ DEV_INSTANCE = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
 HELM = yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())
 ENTRYPOINT = DEPLOY / "docker" / "entrypoint.sh"
 
-IMAGE_SERVICES = ("code-server", "dagster-webserver", "dagster-daemon", "fks-api")
+IMAGE_SERVICES = ("code-server", "dagster-webserver", "dagster-daemon", "fks-api", "fks-stream")
 # Settings the stack sets itself rather than .env: the image (FKS_DATA_DIR), the cache under it,
-# the fks-api service's listening address.
-SET_BY_THE_STACK = {"FKS_DATA_DIR", "FKS_CACHE_DIR", "FKS_API_HOST", "FKS_API_PORT"}
-# What only the daemon's sensors, fks-api or the alerts read: never forwarded to a run.
-NOT_FOR_RUNS = re.compile(r"^FKS_(ALERT|API|WEBHOOK|DAGSTER_UI|FRESHNESS|CATCHUP_(INTERVAL|MAX))")
+# the listening addresses of fks-api and fks-stream.
+SET_BY_THE_STACK = {
+    "FKS_DATA_DIR",
+    "FKS_CACHE_DIR",
+    "FKS_API_HOST",
+    "FKS_API_PORT",
+    "FKS_STREAM_HOST",
+    "FKS_STREAM_PORT",
+}
+# What only the daemon's sensors, fks-api, fks-stream or the alerts read: never forwarded to a run.
+NOT_FOR_RUNS = re.compile(
+    r"^FKS_(ALERT|API|WEBHOOK|STREAM|BINANCE_WS|DAGSTER_UI|FRESHNESS|CATCHUP_(INTERVAL|MAX))"
+)
 
 
 def settings_variables() -> set[str]:
@@ -56,6 +65,7 @@ def test_every_setting_reaches_every_service_built_from_the_image() -> None:
         missing = settings_variables() - SET_BY_THE_STACK - set(environment)
         assert not missing, (name, missing)
     assert COMPOSE["services"]["fks-api"]["environment"]["FKS_API_HOST"] == "0.0.0.0"
+    assert COMPOSE["services"]["fks-stream"]["environment"]["FKS_STREAM_HOST"] == "0.0.0.0"
 
 
 def test_env_example_lists_every_variable_the_compose_file_reads_and_no_key() -> None:

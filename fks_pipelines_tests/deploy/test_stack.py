@@ -5,13 +5,14 @@ The stack is the project's own compose file under the override kept beside this 
 networking on ports of its own). Binance and CoinGecko are the project's fake servers, run here on
 127.0.0.1; Binance's klines can be held at a gate, so that the test decides when two run
 containers are fetching at once. Everything else is real: PostgreSQL (Dagster's storage and the
-`market` warehouse), Redis, the gRPC code server, webserver, daemon, fks-api, and a container per
-run started by the DockerRunLauncher.
+`market` warehouse), Redis, the gRPC code server, webserver, daemon, fks-api, fks-stream (on a
+local Binance stream), and a container per run started by the DockerRunLauncher.
 
 The tests run in order and share the stack (module fixture): build and start it, one partition,
 a backfill of 7 days x 2 symbols (the rate limit across containers and a daemon restart on the
-way), what the warehouse, Dagster's storage and fks-api then hold, a signed webhook turned into a
-run by the sensor, a run while Redis is down, and `down -v`. Figures (image size, start-up times,
+way), what the warehouse, Dagster's storage and fks-api then hold, a signed webhook and a kline
+closing on the stream each turned into a run by the sensor, a run while Redis is down, and
+`down -v`. Figures (image size, start-up times,
 run start in a container) go to ``test-artifacts/e2e-figures.json``.
 
 Needs dockerd, docker-compose and the base images (scripts/e2e.sh provides them); deselected
@@ -46,6 +47,7 @@ from fks_pipelines_tests.deploy.stack import (
     LONG_RUNNING,
     NETWORK,
     POSTGRES_PORT,
+    STREAM_PORT,
     Dagster,
     Event,
     Stack,
@@ -54,6 +56,7 @@ from fks_pipelines_tests.deploy.stack import (
     wait_for,
 )
 from fks_pipelines_tests.fakes.binance import FakeBinance, expected_frame
+from fks_pipelines_tests.fakes.binance_stream import FakeBinanceStream, kline
 from fks_pipelines_tests.fakes.coingecko import FakeCoinGecko
 from fks_pipelines_tests.fakes.server import Request, Response
 from fks_pipelines_tests.services import unavailable
@@ -80,6 +83,7 @@ BACKFILL_SYMBOLS = ("ETHUSDT", "SOLUSDT")
 BACKFILL = [f"{day}|{symbol}" for day in BACKFILL_DAYS for symbol in BACKFILL_SYMBOLS]
 # A day the first page holds (cached in Redis by then): the webhook's run.
 WEBHOOK_PARTITION = "2024-01-06|BTCUSDT"
+STREAM_PARTITION = "2024-01-07|BTCUSDT"
 # A day of BTCUSDT's second page (not cached): the run during which Redis stops.
 REDIS_PARTITION = "2024-03-10|BTCUSDT"
 
@@ -136,6 +140,12 @@ def binance() -> Iterator[GatedBinance]:
 
 
 @pytest.fixture(scope="module")
+def binance_stream() -> Iterator[FakeBinanceStream]:
+    with FakeBinanceStream() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
 def coingecko() -> Iterator[FakeCoinGecko]:
     with FakeCoinGecko() as fake:
         yield fake
@@ -155,6 +165,7 @@ def password() -> str:
 def stack(
     tmp_path_factory: pytest.TempPathFactory,
     binance: GatedBinance,
+    binance_stream: FakeBinanceStream,
     coingecko: FakeCoinGecko,
     secret: str,
     password: str,
@@ -169,6 +180,7 @@ def stack(
         "FKS_IMAGE": IMAGE,
         "FKS_NETWORK": NETWORK,
         "FKS_BINANCE_BASE_URL": binance.url,
+        "FKS_BINANCE_WS_URL": binance_stream.url,
         "FKS_COINGECKO_BASE_URL": f"{coingecko.url}/api/v3",
         "FKS_BINANCE_RPS": "1",
         "FKS_COINGECKO_RPS": "5",
@@ -654,6 +666,42 @@ def test_a_signed_webhook_becomes_a_run_in_a_container_through_the_sensor(
     ), run["tags"]
     assert len(container_events(dagster.events(run["runId"]))) == 1
     assert "docker/container_id" in run["tags"]
+
+
+def test_a_kline_closing_on_the_stream_becomes_a_run_in_a_container_through_the_sensor(
+    stack: Stack, dagster: Dagster, engines: dict[str, sa.Engine], binance_stream: FakeBinanceStream
+) -> None:
+    health = httpx.get(f"http://127.0.0.1:{STREAM_PORT}/health", timeout=10).json()
+    assert health["status"] == "ok", health
+    opened = int(pd.Timestamp(STREAM_PARTITION.split("|")[0] + "T10:00Z").value // 1_000_000)
+    binance_stream.send([kline("BTCUSDT", "1h", opened, closed=True)])
+    event_id = f"binance:BTCUSDT:1h:{opened}:closed"
+    query = sa.text("SELECT source FROM webhook_events WHERE id = :id")
+    with engines["market"].connect() as conn:
+        stored = wait_for(
+            "the streamed kline's event row",
+            lambda: conn.execute(query, {"id": event_id}).scalar_one_or_none(),
+            timeout_s=60,
+            every_s=0.5,
+        )
+    assert stored == "binance"
+
+    sensor = dagster.start_sensor("webhook_events")
+    try:
+        [run] = wait_for(
+            "the stream's run",
+            lambda: (
+                dagster.runs({"dagster/partition": STREAM_PARTITION})
+                or dagster.runs({"dagster/asset_partition_range_start": STREAM_PARTITION})
+                or None
+            ),
+            timeout_s=120,
+            every_s=1,
+        )
+    finally:
+        dagster.stop_sensor(sensor)
+    dagster.wait_succeeded([run["runId"]])
+    assert "docker/container_id" in dagster.run(run["runId"])["tags"]
 
 
 @pytest.mark.timeout(300)

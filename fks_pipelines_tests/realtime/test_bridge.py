@@ -26,7 +26,7 @@ from fks_pipelines.market.intervals import Interval
 from fks_pipelines.providers.clients import ProviderOptions, build_client
 from fks_pipelines.providers.runtime import RuntimeConfig
 from fks_pipelines.realtime.binance import connection_urls
-from fks_pipelines.realtime.bridge import Backoff, BridgeOptions, StreamBridge
+from fks_pipelines.realtime.bridge import Backoff, BridgeOptions, StreamBridge, kline_events
 from fks_pipelines.realtime.prices import LivePrices
 from fks_pipelines.warehouse.store import Warehouse
 from fks_pipelines.warehouse.webhook_events import WebhookEventStore
@@ -353,3 +353,30 @@ def test_backoff_delays_grow_to_the_cap_with_full_jitter() -> None:
         delays = [backoff.delay(failures) for _ in range(200)]
         assert all(0.0 <= d <= bound for d in delays)
         assert max(delays) > bound / 2  # spread over the range, not fixed
+
+
+def test_a_fetched_kline_carries_exactly_the_rest_values_and_the_streamed_klines_meaning() -> None:
+    """Gap-filled events hold the REST frame's numbers exactly, and mean what a streamed
+    closed kline means: same open, close time, interval and values as the stream's copy."""
+    with FakeBinance(SYMBOLS) as rest:
+        client = build_client("binance", ProviderOptions(base_url=rest.url), RuntimeConfig())
+        start = pd.Timestamp(at(0), unit="ms", tz="UTC")
+        bars = client.fetch_ohlcv("BTCUSDT", ONE_MINUTE, start, start + pd.Timedelta(minutes=3))
+        client.close()
+
+    events = kline_events("BTCUSDT", ONE_MINUTE, bars)
+
+    assert len(events) == 3
+    for event, bar in zip(events, bars.itertuples(), strict=True):
+        k = event["k"]
+        assert [float(k[f]) for f in "ochlv"] == [
+            bar.open,
+            bar.close,
+            bar.high,
+            bar.low,
+            bar.volume,
+        ]
+        assert pd.Timestamp(k["t"], unit="ms", tz="UTC") == bar.ts
+        streamed = kline("BTCUSDT", "1m", k["t"], closed=True)
+        assert {f: k[f] for f in "tTsix"} == {f: streamed["k"][f] for f in "tTsix"}
+        assert [float(k[f]) for f in "ochlv"] == [float(streamed["k"][f]) for f in "ochlv"]

@@ -7,7 +7,13 @@ import pytest
 from hypothesis import given, settings
 
 from fks_pipelines.webhooks.events import EventError, canonical_hash, parse_events
-from fks_pipelines_tests.webhooks.samples import BINANCE_DOCS_KLINE, GENERIC, POLYGON_DOCS_AM, body
+from fks_pipelines_tests.webhooks.samples import (
+    BINANCE_DOCS_KLINE,
+    GENERIC,
+    POLYGON_DOCS_AM,
+    body,
+    closed_kline,
+)
 from fks_pipelines_tests.webhooks.strategies import YEAR_9999_MS, signed_bodies
 
 
@@ -248,3 +254,18 @@ def test_every_body_is_storable_events_or_an_event_error(case: tuple[str, bytes]
         assert datetime(2000, 1, 1, tzinfo=UTC) <= event.start < event.end
         assert event.end <= datetime(2101, 1, 1, tzinfo=UTC)
         json.dumps(event.payload, allow_nan=False).encode()  # what jsonb would refuse raises
+
+
+def test_a_closed_kline_is_one_event_whatever_its_event_time() -> None:
+    """The stream's close and a REST gap fill's copy of the same bar (another ``E``) are one
+    event; open klines stay one event per update."""
+    streamed = closed_kline("BTCUSDT", "1h", 1704448800000, event_ms=1704452400012)
+    fetched = closed_kline("BTCUSDT", "1h", 1704448800000, event_ms=1704452400000)
+    update = {**streamed, "k": {**streamed["k"], "x": False}}
+
+    [a] = parse_events("binance", body(streamed)).events
+    [b] = parse_events("binance", body(fetched)).events
+    [c] = parse_events("binance", body(update)).events
+
+    assert a.id == b.id == "binance:BTCUSDT:1h:1704448800000:closed"
+    assert c.id == "binance:BTCUSDT:1h:1704448800000:1704452400012"
