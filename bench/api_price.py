@@ -2,7 +2,8 @@
 stopped.
 
     .venv/bin/python -m bench.api_price [--seconds 10] [--connections 32] [--rounds 3]
-                                        [--modes up,stopped] [--loader auto|wrk|python]
+                                        [--modes up,stopped,stream]
+                                        [--loader auto|wrk|python]
 
 Run from the repository root; needs ``redis-server`` (the bench starts its own on a free port,
 so that it can stop it) and preferably ``wrk`` (Debian: ``apt-get install wrk``). One uvicorn
@@ -20,6 +21,9 @@ Modes, each with a fresh Redis, server and fake:
 - ``stopped``: the price is fetched once, then the Redis server is killed: answers come from the
   service's own process cache, one upstream call per TTL at most (ideal: seconds / TTL per
   round). The bench checks that ``/health`` and the answers say ``process``.
+- ``stream``: Redis up, and the bench writes BTCUSDT's live price every 50 ms as ``fks-stream``
+  does (:class:`~fks_pipelines.realtime.prices.LivePrices`): answers come from the stream, no
+  upstream call at all (the bench checks they say ``source: stream``).
 
 Load on loopback from the same machine: ``wrk -t1 -c<connections> -d<seconds>s --latency``
 (else a Python generator, which saturates itself at a few hundred requests/s: it measures
@@ -42,6 +46,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -223,6 +228,37 @@ class ModeResult:
     served_from: str
 
 
+class LiveWriter(contextlib.AbstractContextManager["LiveWriter"]):
+    """Writes BTCUSDT's live price every 50 ms in a thread, as fks-stream's flusher does."""
+
+    def __init__(self, redis_url: str) -> None:
+        import redis
+
+        from fks_pipelines.realtime.prices import LivePrices
+
+        self._client = redis.Redis.from_url(redis_url)
+        self._prices = LivePrices(self._client)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> LiveWriter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._client.close()
+
+    def _run(self) -> None:
+        import pandas as pd
+
+        price = 43_000.0
+        while not self._stop.wait(0.05):
+            price += 0.5
+            self._prices.put("BTCUSDT", price, pd.Timestamp.now(tz="UTC"))
+
+
 def run_mode(mode: str, args: argparse.Namespace, load: object) -> ModeResult:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -230,6 +266,7 @@ def run_mode(mode: str, args: argparse.Namespace, load: object) -> ModeResult:
         redis_server() as (redis_url, redis_process),
         FakeBinance() as binance,
         tempfile.TemporaryDirectory() as data_dir,
+        contextlib.ExitStack() as stack,
     ):
         command = [sys.executable, "-m", "bench.api_price", "--serve", str(port)]
         server = subprocess.Popen([*command, binance.url, redis_url, data_dir], cwd=ROOT)
@@ -239,15 +276,22 @@ def run_mode(mode: str, args: argparse.Namespace, load: object) -> ModeResult:
             second = httpx.get(f"{base}{PRICE}").json()
             if (first["cached"], second["cached"]) != (False, True):
                 raise SystemExit(f"the price is not served from a cache: {first}, {second}")
+            writer = LiveWriter(redis_url) if mode == "stream" else contextlib.nullcontext()
+            stack.enter_context(writer)
+            if mode == "stream":
+                time.sleep(0.2)
+                if httpx.get(f"{base}{PRICE}").json()["source"] != "stream":
+                    raise SystemExit("with live prices written, the price is not the stream's")
             if mode == "stopped":
                 redis_process.send_signal(signal.SIGKILL)
                 redis_process.wait(timeout=10)
                 time.sleep(TTL_S + 0.1)  # the entry in the process's cache is filled on a miss
                 for _ in range(3):
                     httpx.get(f"{base}{PRICE}")
-            served_from = httpx.get(f"{base}{PRICE}").json()["cache"]
+            answer = httpx.get(f"{base}{PRICE}").json()
+            served_from = f"{answer['source']}/{answer['cache']}"
             health = httpx.get(f"{base}/health").json()["price_cache"]["serving"]
-            if mode == "stopped" and (served_from, health) != ("process", "process"):
+            if mode == "stopped" and (served_from, health) != ("rest/process", "process"):
                 raise SystemExit(f"with Redis stopped: answer {served_from}, health {health}")
             baseline, price, upstream = [], [], []
             cpu_us: dict[str, list[float]] = {"baseline": [], "price": []}
@@ -272,7 +316,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="per route and round")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--modes", default="up,stopped", help="up, stopped or both")
+    parser.add_argument("--modes", default="up,stopped,stream", help="up, stopped, stream")
     parser.add_argument("--loader", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--serve", nargs=4, metavar=("PORT", "BINANCE", "REDIS", "DIR"))
     args = parser.parse_args()
@@ -299,7 +343,7 @@ def main() -> None:
         f"{'p99/p50':>7} {'CPU/req':>8} {'errors':>6} {'upstream (ideal)':>17} served from"
     )
     for result in results:
-        ideal = args.seconds / TTL_S
+        ideal = 0 if result.mode == "stream" else args.seconds / TTL_S
         base_rps = statistics.median(r.requests_per_s for r in result.baseline)
         for route, runs in (("baseline", result.baseline), ("price", result.price)):
             rps = statistics.median(r.requests_per_s for r in runs)

@@ -2,8 +2,9 @@
 
 How symbols and provider failures are handled is in :data:`SYMBOLS` and :data:`FAILURES`, which
 the OpenAPI document shows too. Their blocking work runs in the data routes' own worker threads
-(:mod:`fks_pipelines.api.bulkheads`); prices are coalesced and, while the shared cache is down,
-kept in process (:mod:`fks_pipelines.api.prices`).
+(:mod:`fks_pipelines.api.bulkheads`); prices come from Binance's stream while it is fresh, else
+they are coalesced and, while the shared cache is down, kept in process
+(:mod:`fks_pipelines.api.prices`).
 
 Bars are answered as JSON or, with ``format=csv``, as CSV for a spreadsheet (:data:`CSV`). Both
 are streamed: the bars are fetched whole in a worker thread, then rendered a chunk of rows at a
@@ -31,7 +32,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import TypeAdapter
 
 from fks_pipelines.api.errors import ApiError
-from fks_pipelines.api.prices import PriceDesk, get_prices
+from fks_pipelines.api.prices import PriceDesk, get_prices, seconds_since
 from fks_pipelines.api.schemas import (
     ERROR_RESPONSES,
     OHLCV_CSV_RESPONSE,
@@ -236,12 +237,15 @@ def fetch_price(services: Services, target: Target, provider: str | None) -> Pri
         except ProviderError as exc:
             raise _logged(provider_failure(exc)) from None
     quote = result.value
+    ts = quote.ts.to_pydatetime(warn=False)  # sub-microsecond digits mean nothing
     return PriceResponse(
         symbol=target.instrument,
         provider=provider,
         provider_symbol=ticker,
         price=quote.price,
-        ts=quote.ts.to_pydatetime(warn=False),  # sub-microsecond digits mean nothing
+        ts=ts,
+        source="rest",
+        age_s=seconds_since(ts),
         cached=result.hit,
     )
 
@@ -546,11 +550,16 @@ router = APIRouter(prefix="/api/v1/data", tags=["data"])
     responses=ERROR_RESPONSES,
     summary="The latest price of an instrument",
     description=(
-        "The latest price from the provider cache when it holds one younger than "
+        "A price served by Binance (`provider=binance`, or an instrument whose first provider "
+        "in priority is Binance) comes from Binance's WebSocket stream, as fks-stream keeps it "
+        "in Redis, while no older than `FKS_STREAM_PRICE_MAX_AGE_S` (`source: stream`, "
+        "`cached: true`, `cache: redis`); otherwise, or when the stream's price is missing, "
+        "stale or Redis is down, from the provider's REST API (`source: rest`): "
+        "the latest price from the provider cache when it holds one younger than "
         "`FKS_CACHE_TTL_PRICE_S` (`cached: true`, no upstream request), else from upstream. "
         "Requests for the same price while one is fetched share that fetch. While the shared "
         "cache (Redis) is unreachable, a price fetched upstream is kept in the service's own "
-        "process for the same TTL (`cache: process`). "
+        "process for the same TTL (`cache: process`). `age_s` is the price's age (now - `ts`). "
         f"{SYMBOLS} {FAILURES}"
     ),
 )

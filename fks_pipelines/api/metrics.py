@@ -6,7 +6,10 @@
 - ``fks_provider_*{provider}``: the provider runtime's own accounting of the service's clients
   (:class:`~fks_pipelines.providers.http.RequestStats`), read when scraped: upstream requests,
   cache hits and misses, retries, seconds waited in the rate limiter, upstream errors; and
-  ``fks_provider_circuit_open{provider}`` (1 while open or half-open).
+  ``fks_provider_circuit_open{provider}`` (1 while open or half-open);
+- ``fks_price_answers_total{source}``: prices ``/api/v1/data/price`` answered, by source:
+  ``stream`` (fks-stream's live Binance price) or ``rest`` (the provider's REST API, through the
+  caches).
 
 Other parts of the service (the webhook intake) register their metrics in the same registry.
 """
@@ -33,6 +36,12 @@ HTTP_DURATION = Histogram(
     "fks_http_request_duration_seconds",
     "Time to answer an HTTP request, by route template and method.",
     ["route", "method"],
+)
+PRICE_ANSWERS = Counter(
+    "fks_price_answers",
+    "Latest prices answered, by source: stream (fks-stream's live price) or rest (the "
+    "provider's REST API, through the caches).",
+    ["source"],
 )
 
 _STATS: tuple[tuple[str, str, str], ...] = (

@@ -137,6 +137,7 @@ async def health(
         warehouse=warehouse,
         providers=providers,
         price_cache=_price_cache(prices),
+        live_prices=prices.live,
         workers=_workers(services),
     )
 
@@ -176,7 +177,8 @@ def _price_cache(prices: PriceDesk) -> PriceCacheHealth:
         "`fks_http_request_duration_seconds`, `fks_provider_requests_total`, "
         "`fks_provider_cache_hits_total`, `fks_provider_cache_misses_total`, "
         "`fks_provider_retries_total`, `fks_provider_limiter_wait_seconds_total`, "
-        "`fks_provider_upstream_errors_total`, `fks_provider_circuit_open`, and the metrics "
+        "`fks_provider_upstream_errors_total`, `fks_provider_circuit_open`, "
+        "`fks_price_answers_total` (by source: stream or rest), and the metrics "
         "other parts of the service register (webhook events), plus the client's process "
         "metrics."
     ),

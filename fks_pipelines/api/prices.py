@@ -1,5 +1,14 @@
-"""The latest prices of ``GET /api/v1/data/price``: coalesced, read from the shared cache on the
-event loop, and kept in process while the shared cache cannot be reached.
+"""The latest prices of ``GET /api/v1/data/price``: from the stream while its price is fresh, else
+coalesced, read from the shared cache on the event loop, and kept in process while the shared
+cache cannot be reached.
+
+**The stream.** A price that resolves to Binance (``provider=binance``, or a canonical instrument
+whose first configured provider in the failover's priority is Binance) is answered from the live
+price fks-stream keeps in Redis (:mod:`fks_pipelines.realtime.prices`) while its event time is
+within ``FKS_STREAM_PRICE_MAX_AGE_S`` of now: one asynchronous ``HMGET`` on the event loop, not
+coalesced (it costs less than waiting for a fetch would), no worker thread, no upstream request.
+A missing, stale or undecodable entry, or Redis down, falls through to the REST path below; the
+answer's ``source`` says which (``stream`` or ``rest``), ``age_s`` how old its price is.
 
 **Coalescing.** Requests for the same price (instrument and provider) that arrive while one is
 being fetched wait for that fetch instead of starting their own: one cache read (or upstream
@@ -23,18 +32,22 @@ down: at most one upstream call per price and TTL, whatever the load. A failed `
 kept price expires, and the first one that succeeds brings the shared cache back (every process
 shares it).
 
-Answers say where the price came from: ``cached`` (no upstream request for this answer) and
-``cache`` (``redis``, ``disk``, ``process``, or null for an upstream answer); ``/health`` shows
-which cache serves now (:meth:`PriceDesk.tier`).
+Answers say where the price came from: ``source``, ``cached`` (no upstream request for this
+answer) and ``cache`` (``redis``, ``disk``, ``process``, or null for an upstream answer; ``redis``
+for a stream answer, read from there); ``/health`` shows which cache serves now
+(:meth:`PriceDesk.tier`) and what the latest Binance price came from (:attr:`PriceDesk.live`).
+Answers are counted by source in ``fks_price_answers_total``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 import redis
@@ -45,10 +58,12 @@ from redis.retry import Retry
 
 from fks_pipelines.api.bulkheads import Bulkhead
 from fks_pipelines.api.errors import ApiError
-from fks_pipelines.api.schemas import PriceResponse
+from fks_pipelines.api.metrics import PRICE_ANSWERS
+from fks_pipelines.api.schemas import LivePricesHealth, PriceResponse
 from fks_pipelines.api.services import Services
 from fks_pipelines.providers.cache import QUOTES, DiskBackend, RedisBackend, cache_key
 from fks_pipelines.providers.codec import CorruptEntry
+from fks_pipelines.realtime.prices import FIELDS, PROVIDER, decode, live_key
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +73,16 @@ Key = tuple[str | None, str]
 MAX_ENTRIES = 10_000
 """Bound of the process's cache (the universe's prices number in the tens)."""
 REDIS_TIMEOUT_S = 0.5
-"""Longest the event loop's ``GET`` waits for Redis (connect, then answer): a Redis that does
-not answer costs a price at most this, once per TTL while it is down."""
+"""Longest the event loop's ``GET`` (or ``HMGET``) waits for Redis (connect, then answer): a
+Redis that does not answer costs a price at most this, once per TTL while it is down."""
+_STREAM_ANSWERS = PRICE_ANSWERS.labels("stream")
+_REST_ANSWERS = PRICE_ANSWERS.labels("rest")
+_STREAMING = LivePricesHealth(state="stream")
+
+
+def seconds_since(ts: datetime) -> float:
+    """Seconds from ``ts`` (aware) to now, 0 when ``ts`` is ahead of this machine's clock."""
+    return max(0.0, time.time() - ts.timestamp())
 
 
 @dataclass(frozen=True)
@@ -79,7 +102,7 @@ class PriceAnswer:
 
 @dataclass(frozen=True)
 class _Entry:
-    answer: PriceAnswer  # as the process's cache serves it: cached, cache="process"
+    price: PriceResponse  # as the process's cache serves it: cached, cache="process"
     expires: float
 
 
@@ -138,6 +161,16 @@ class PriceDesk:
                 socket_timeout=REDIS_TIMEOUT_S,
                 retry=Retry(NoBackoff(), 0),
             )
+        self.max_age_s = services.settings.stream_price_max_age_s
+        self.live = (
+            LivePricesHealth(state="unused")
+            if self._redis is not None
+            else LivePricesHealth(
+                state="off", detail="no Redis when the service started (REDIS_URL unset or down)"
+            )
+        )
+        """What the latest Binance price came from, and why not the stream (``/health``)."""
+        self._undecodable: set[str] = set()  # live entries already warned about
 
     def tier(self) -> CacheTier:
         """Which cache serves prices now: the shared one, or this process's while it is down."""
@@ -154,17 +187,30 @@ class PriceDesk:
             await self._redis.aclose()
 
     async def get(self, key: Key) -> PriceAnswer:
-        """The price of ``key``: from the process's cache while the shared one is down, else
-        fetched (coalesced with the fetch of the same price under way, if any).
+        """The price of ``key``: the stream's while fresh, else through the REST path (see
+        :meth:`_rest`).
 
         Raises:
             ApiError: The fetch failed (every waiter gets the same answer).
             Saturated: No data thread was free in time.
         """
+        streamed = await self._read_live(key)
+        if streamed is not None:
+            _STREAM_ANSWERS.inc()
+            return PriceAnswer.of(streamed)
+        answer = await self._rest(key)
+        _REST_ANSWERS.inc()
+        return answer
+
+    async def _rest(self, key: Key) -> PriceAnswer:
+        """From the process's cache while the shared one is down, else fetched (coalesced with
+        the fetch of the same price under way, if any)."""
         if self._shared_down or self.shared_kind is None:
             entry = self._entries.get(key)
             if entry is not None and entry.expires > self._clock():
-                return entry.answer
+                # Rendered per answer: its age grows while it is kept.
+                aged = entry.price.model_copy(update={"age_s": seconds_since(entry.price.ts)})
+                return PriceAnswer.of(aged)
         flight = self._flights.get(key)
         if flight is None:
             flight = asyncio.ensure_future(self._fly(key))
@@ -190,8 +236,68 @@ class PriceDesk:
             if len(self._entries) >= MAX_ENTRIES:
                 self._entries.clear()
             kept = price.model_copy(update={"cached": True, "cache": "process"})
-            self._entries[key] = _Entry(PriceAnswer.of(kept), self._clock() + self.ttl_s)
+            self._entries[key] = _Entry(kept, self._clock() + self.ttl_s)
         return PriceAnswer.of(price)
+
+    async def _read_live(self, key: Key) -> PriceResponse | None:
+        """The live price of a ``key`` that resolves to Binance while it is fresh, read on the
+        event loop; None for another provider or when the REST path must answer."""
+        if self._redis is None:
+            return None
+        route = self._route(key)
+        if route is None or route[0] != PROVIDER:
+            return None
+        _, ticker, instrument = route
+        if self._shared_down:
+            # Not tried: each request would wait for the timeout; the REST path's GET finds
+            # out when Redis is back.
+            self._fall_back("Redis is unreachable")
+            return None
+        try:
+            stored = await self._redis.hmget(live_key(ticker), FIELDS)
+            live = decode(ticker, stored)
+        except (redis.ResponseError, ValueError):  # not a hash, or not numbers
+            self._undecodable_entry(ticker)
+            return None
+        except (redis.RedisError, OSError):
+            self._mark(down=True)
+            self._fall_back("Redis is unreachable")
+            return None
+        if live is None:
+            self._fall_back(f"no live price of {ticker} (is fks-stream running?)")
+            return None
+        if not math.isfinite(live.price):
+            self._undecodable_entry(ticker)
+            return None
+        lag_s = time.time() - live.event_time.timestamp()
+        # A price stamped that far ahead of this clock is no more trusted than a stale one.
+        if abs(lag_s) > self.max_age_s:
+            self._fall_back(
+                f"the live price of {ticker} is {lag_s:.1f} s old "
+                f"(FKS_STREAM_PRICE_MAX_AGE_S: {self.max_age_s:g})"
+            )
+            return None
+        self.live = _STREAMING
+        return PriceResponse(
+            symbol=instrument,
+            provider=PROVIDER,
+            provider_symbol=ticker,
+            price=live.price,
+            ts=live.event_time.to_pydatetime(),
+            source="stream",
+            age_s=max(0.0, lag_s),
+            cached=True,
+            cache="redis",
+        )
+
+    def _undecodable_entry(self, ticker: str) -> None:
+        if ticker not in self._undecodable:
+            self._undecodable.add(ticker)
+            log.warning("live price of %s in Redis does not decode: answering from REST", ticker)
+        self._fall_back(f"the live price of {ticker} does not decode")
+
+    def _fall_back(self, why: str) -> None:
+        self.live = LivePricesHealth(state="rest", detail=why)
 
     async def _read_shared(self, key: Key) -> PriceResponse | None:
         """The price in the provider cache, read on the event loop; None on a miss (or an
@@ -214,12 +320,15 @@ class PriceDesk:
         except CorruptEntry:
             return None  # the runtime drops and refetches it
         self.services.clients[provider].stats.cache_hits += 1
+        ts = quote.ts.to_pydatetime(warn=False)
         return PriceResponse(
             symbol=instrument,
             provider=provider,
             provider_symbol=ticker,
             price=quote.price,
-            ts=quote.ts.to_pydatetime(warn=False),
+            ts=ts,
+            source="rest",
+            age_s=seconds_since(ts),
             cached=True,
             cache="redis",
         )

@@ -21,15 +21,29 @@ class PriceResponse(BaseModel):
     provider: str = Field(description="The provider that served the price.")
     provider_symbol: str = Field(description="The provider's own ticker, e.g. BTCUSDT.")
     price: float = Field(description="The latest price, in the instrument's quote currency.")
-    ts: datetime = Field(description="When the provider says the price was current (UTC).")
+    ts: datetime = Field(
+        description="When the provider says the price was current (UTC); with source=stream, "
+        "the event time Binance stamped on it."
+    )
+    source: Literal["stream", "rest"] = Field(
+        description="stream: Binance's WebSocket stream, as fks-stream keeps its latest price "
+        "(while no older than FKS_STREAM_PRICE_MAX_AGE_S); rest: the provider's REST API, "
+        "possibly through the caches."
+    )
+    age_s: float = Field(
+        description="Seconds from ts to this answer (0 when the provider's clock is ahead of "
+        "the service's)."
+    )
     cached: bool = Field(
-        description="True when served from a cache (no upstream request for this answer)."
+        description="True when no upstream request was made for this answer: served from a "
+        "cache, or the stream's price (source=stream)."
     )
     cache: Literal["redis", "disk", "process"] | None = Field(
         default=None,
-        description="Which cache served it: redis (the provider cache every process shares), "
-        "disk (the provider cache of the machine, without Redis), process (the service's own, "
-        "while the shared cache is unreachable); null when fetched upstream.",
+        description="Which cache served it: redis (the provider cache every process shares; "
+        "with source=stream, the live prices fks-stream keeps there), disk (the provider cache "
+        "of the machine, without Redis), process (the service's own, while the shared cache is "
+        "unreachable); null when fetched upstream.",
     )
 
 
@@ -160,6 +174,17 @@ class PriceCacheHealth(BaseModel):
     detail: str | None = None
 
 
+class LivePricesHealth(BaseModel):
+    """Whether Binance prices are answered from the stream (see PriceResponse.source)."""
+
+    state: Literal["stream", "rest", "unused", "off"] = Field(
+        description="What the latest Binance price this process answered came from: stream "
+        "(fks-stream's live price) or rest (its fallback; detail says why); unused: none "
+        "asked yet; off: no Redis, so no live prices."
+    )
+    detail: str | None = None
+
+
 class WorkersHealth(BaseModel):
     """One bulkhead: the worker threads of one kind of work."""
 
@@ -182,6 +207,7 @@ class HealthResponse(BaseModel):
     warehouse: ComponentHealth
     providers: dict[str, ProviderHealth]
     price_cache: PriceCacheHealth
+    live_prices: LivePricesHealth
     workers: dict[str, WorkersHealth] = Field(
         description="The worker threads of the data routes, the webhook intake and these "
         "operational routes, each kind its own."

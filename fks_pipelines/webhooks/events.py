@@ -15,8 +15,9 @@ Polygon delivers its events):
 Every event gets an id: the provider's own identity where it has one (Polygon: symbol and window
 start; Binance: symbol, interval and kline open, and the event time while the kline is open: a
 kline closes once, so its closed event is the same fact whether the stream or a REST gap fill
-delivered it), the sender's ``id`` for the generic shape, else a hash of the canonical payload. The payload hash (SHA-256 of the
-canonical JSON: sorted keys, no spaces) identifies a re-delivery even under another id.
+delivered it), the sender's ``id`` for the generic shape, else a hash of the canonical payload.
+The payload hash (SHA-256 of the canonical JSON: sorted keys, no spaces) identifies a re-delivery
+even under another id.
 
 Bounds: whatever is parsed must be storable, so that a signed body is either stored or refused
 as the sender's fault (422 naming the field), never a server error or a "retry later". Times

@@ -32,6 +32,8 @@ async def test_a_canonical_instrument_is_served_by_the_first_provider_in_priorit
         "provider_symbol": "BTCUSDT",
         "price": pytest.approx(body["price"]),
         "ts": "2030-01-01T00:00:00Z",
+        "source": "rest",
+        "age_s": 0.0,  # the fake's clock is ahead
         "cached": False,
         "cache": None,
     }
