@@ -40,7 +40,6 @@ T0_MS = pd.Timestamp("2024-01-05T10:00Z").value // 1_000_000
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 ONE_MINUTE = Interval.parse("1m")
 FAST = BridgeOptions(
-    silence_s=5.0,
     flush_s=0.02,
     backoff=Backoff(0.02, 0.1),
     store_backoff=Backoff(0.05, 0.2),
