@@ -50,7 +50,7 @@ from fks_pipelines.providers.state import WarnOnce
 from fks_pipelines.realtime.binance import FrameError, KlineFrame, missed_window, parse_frame
 from fks_pipelines.realtime.prices import LivePrices
 from fks_pipelines.warehouse.webhook_events import Receipt
-from fks_pipelines.webhooks.events import WebhookEvent, parse_events
+from fks_pipelines.webhooks.events import EventError, WebhookEvent, parse_events
 from fks_pipelines.webhooks.writer import EventRejected, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -214,7 +214,13 @@ class StreamBridge:
     # -- running ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Listen until :meth:`stop`; then store what is queued (for at most ``drain_s``)."""
+        """Listen until :meth:`stop`; then store what is queued (for at most ``drain_s``).
+
+        Raises:
+            Exception: Whatever ended one of the bridge's tasks unexpectedly (a bug), after
+                the same clean-up: a process left half-working would look alive while storing
+                nothing; its supervisor restarts it, and the gap fill catches up.
+        """
         await self._load_checkpoints()
         workers = [
             asyncio.create_task(self._store_events(), name="stream-store"),
@@ -225,23 +231,35 @@ class StreamBridge:
             asyncio.create_task(self._listen(c), name=f"stream-{n}")
             for n, c in enumerate(self.connections)
         ]
+        stopping = asyncio.create_task(self._stop.wait())
+        crashed: BaseException | None = None
         try:
-            await self._stop.wait()
+            await asyncio.wait(
+                [stopping, *workers, *listeners], return_when=asyncio.FIRST_COMPLETED
+            )
+            ended = [t for t in (*workers, *listeners) if t.done() and not t.cancelled()]
+            if ended:
+                crashed = ended[0].exception() or RuntimeError(f"{ended[0].get_name()} ended")
+                log.error("%s ended unexpectedly: %r", ended[0].get_name(), crashed)
         finally:
+            stopping.cancel()
             for task in listeners:
                 task.cancel()
             await asyncio.gather(*listeners, return_exceptions=True)
             # The storing task finishes what is queued (a None marks the end), for at most
             # the drain time; the others stop at once.
-            self._events.put_nowait(None)
-            try:
-                await asyncio.wait_for(asyncio.shield(workers[0]), self.options.drain_s)
-            except TimeoutError:
+            storing = workers[0]
+            if not storing.done():
+                self._events.put_nowait(None)
+                await asyncio.wait([storing], timeout=self.options.drain_s)
+            if self.pending_events:
                 log.error("stopped with %d closed klines not stored", self.pending_events)
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             self._write_prices()
+        if crashed is not None:
+            raise crashed
 
     def stop(self) -> None:
         self._stop.set()
@@ -432,7 +450,10 @@ class StreamBridge:
                 # No later gap queued: the next reconnect asks from the last kline passed on, so
                 # a bar REST did not have yet is asked for again.
                 del self._requested_until[stream]
-            self._pass_on_fetched(gap, frame)
+            try:
+                self._pass_on_fetched(gap, frame)
+            except EventError as exc:  # bars the intake's rules refuse: asking again cannot help
+                log.error("gap fill of %s %s refused: %s", gap.symbol, gap.interval.name, exc)
 
     def _pass_on_fetched(self, gap: _Gap, frame: pd.DataFrame) -> None:
         payloads = kline_events(gap.symbol, gap.interval, frame)

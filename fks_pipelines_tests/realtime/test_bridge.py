@@ -379,3 +379,28 @@ def test_a_fetched_kline_carries_exactly_the_rest_values_and_the_streamed_klines
         streamed = kline("BTCUSDT", "1m", k["t"], closed=True)
         assert {f: k[f] for f in "tTsix"} == {f: streamed["k"][f] for f in "tTsix"}
         assert [float(k[f]) for f in "ochlv"] == [float(streamed["k"][f]) for f in "ochlv"]
+
+
+class BrokenIntake(WebhookIntake):
+    """An intake with a bug: submitting raises what the bridge does not expect."""
+
+    def submit(self, events):  # type: ignore[no-untyped-def]
+        raise RuntimeError("a bug in the intake")
+
+
+def test_a_task_that_ends_unexpectedly_ends_the_bridge_with_its_error(rig: Rig) -> None:
+    """A bridge half-working (reading on, storing nothing) would look alive: it stops, and its
+    supervisor (compose's restart) starts it again."""
+    bridge = rig.bridge()
+    bridge.sink = BrokenIntake(None, rig.warehouse_url)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(bridge.run())
+        await connected(rig, 1)
+        rig.stream.send([kline("BTCUSDT", "1m", at(0), closed=True)])
+        with pytest.raises(RuntimeError, match="a bug in the intake"):
+            await asyncio.wait_for(task, 30)
+
+    asyncio.run(scenario())
+    bridge.rest.close()
+    assert rig.stream.open_connections == 0
