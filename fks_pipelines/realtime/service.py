@@ -126,6 +126,9 @@ async def serve(settings: Settings) -> None:
         )
     )
     running = asyncio.create_task(bridge.run(), name="bridge")
+    # A bridge that ended (a bug) takes the HTTP side down with it: the process exits with its
+    # error and compose restarts it, rather than answering /health with nothing behind it.
+    running.add_done_callback(lambda _: setattr(server, "should_exit", True))
     log.info(
         "fks-stream: %d connections to %s, /health on %s:%d",
         len(bridge.connections),
