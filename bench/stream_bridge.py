@@ -40,7 +40,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
@@ -55,7 +54,7 @@ from prometheus_client import REGISTRY
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from bench.scratch import DEFAULT_REDIS_URL, scratch_redis
+from bench.scratch import DEFAULT_REDIS_URL, scratch_redis, scratch_warehouse
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.realtime.binance import connection_urls
 from fks_pipelines.realtime.bridge import StreamBridge
@@ -341,27 +340,6 @@ def cpu_per_frame(frames: list[str], rounds: int) -> dict[str, float]:
 # -- warehouses -----------------------------------------------------------------------------
 
 
-@contextmanager
-def warehouse(kind: str, postgres_url: str | None) -> Iterator[str]:
-    """A fresh warehouse URL of ``kind``, deleted (SQLite) or its schema dropped afterwards."""
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="fks-bench-stream-") as directory:
-            yield f"sqlite:///{directory}/warehouse.sqlite"
-        return
-    assert postgres_url is not None
-    admin = sa.create_engine(postgres_url, poolclass=sa.NullPool)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
-        conn.execute(sa.text(f"CREATE SCHEMA {SCHEMA}"))
-    url = sa.make_url(postgres_url).update_query_dict({"options": f"-csearch_path={SCHEMA}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
-        admin.dispose()
-
-
 def stored_rows(url: str) -> int:
     store = Warehouse.from_url(url)
     try:
@@ -476,7 +454,7 @@ def main() -> None:
     kinds = ["sqlite", "postgres"] if args.postgres else ["sqlite"]
     with stream_server(args, server_core) as server, scratch_redis(args.redis_url) as client:
         for kind in kinds:
-            with warehouse(kind, args.postgres) as url:
+            with scratch_warehouse(kind, args.postgres, SCHEMA) as url:
                 run_kind(kind, url, args, server, client)
             client.flushdb()
 

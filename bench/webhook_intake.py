@@ -52,7 +52,7 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
-from bench.scratch import scratch_redis
+from bench.scratch import scratch_redis, scratch_warehouse
 from fks_pipelines.warehouse.store import Warehouse
 from fks_pipelines.warehouse.tables import webhook_events
 from fks_pipelines.webhooks.events import parse_events
@@ -287,31 +287,11 @@ def raw_inserts(warehouse: Warehouse, bodies: Sequence[bytes], threads: int) -> 
     return time.perf_counter() - started
 
 
-@contextmanager
-def warehouse_for(kind: str, postgres_url: str) -> Iterator[str]:
-    """A fresh warehouse URL of ``kind``; dropped or deleted afterwards."""
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="fks-bench-") as directory:
-            yield f"sqlite:///{directory}/warehouse.sqlite"
-        return
-    admin = sa.create_engine(postgres_url, poolclass=sa.NullPool)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
-        conn.execute(sa.text(f"CREATE SCHEMA {SCHEMA}"))
-    url = sa.make_url(postgres_url).update_query_dict({"options": f"-csearch_path={SCHEMA}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
-        admin.dispose()
-
-
 def run(kind: str, args: argparse.Namespace) -> None:
     events = Events()
     secret = secrets.token_hex(16)
     with (
-        warehouse_for(kind, args.postgres_url) as url,
+        scratch_warehouse(kind, args.postgres_url, SCHEMA) as url,
         scratch_redis(args.redis_url) as redis,
         tempfile.TemporaryDirectory(prefix="fks-bench-wrk-") as workdir,
     ):
