@@ -231,7 +231,7 @@ async def test_an_entry_that_does_not_decode_falls_back_to_rest(
 async def test_a_stream_answer_does_not_wait_for_a_rest_fetch_in_flight(
     api: httpx.AsyncClient, fakes: Fakes, redis_client: redis.Redis
 ) -> None:
-    fakes.binance.latency_s = 3.0
+    fakes.binance.latency_s = 1.5  # under the read timeout (2 s)
     stream(redis_client, age_s=60)
     slow = asyncio.ensure_future(api.get(PRICE, params=BINANCE))
     deadline = time.monotonic() + 5
