@@ -5,8 +5,9 @@ cache cannot be reached.
 **The stream.** A price that resolves to Binance (``provider=binance``, or a canonical instrument
 whose first configured provider in the failover's priority is Binance) is answered from the live
 price fks-stream keeps in Redis (:mod:`fks_pipelines.realtime.prices`) while its event time is
-within ``FKS_STREAM_PRICE_MAX_AGE_S`` of now: one asynchronous ``HMGET`` on the event loop, not
-coalesced (it costs less than waiting for a fetch would), no worker thread, no upstream request.
+within ``FKS_STREAM_PRICE_MAX_AGE_S`` of now: one asynchronous ``HMGET`` on the event loop for
+the requests asking at the same time (coalesced like fetches, but never behind one), no worker
+thread, no upstream request.
 A missing, stale or undecodable entry, or Redis down, falls through to the REST path below; the
 answer's ``source`` says which (``stream`` or ``rest``), ``age_s`` how old its price is.
 
