@@ -15,6 +15,7 @@ import logging
 import signal
 from collections.abc import Callable
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import pandas as pd
 import redis
@@ -132,7 +133,7 @@ async def serve(settings: Settings) -> None:
     log.info(
         "fks-stream: %d connections to %s, /health on %s:%d",
         len(bridge.connections),
-        settings.binance_ws_url,
+        urlsplit(settings.binance_ws_url).hostname,  # never credentials a proxy URL may hold
         settings.stream_host,
         settings.stream_port,
     )
