@@ -4,7 +4,6 @@ the REST path whenever they are not (stale, missing, undecodable, Redis down).""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from fks_pipelines.api.app import create_app
 from fks_pipelines.realtime.prices import LivePrices
 from fks_pipelines_tests.api.support import Fakes, served
 from fks_pipelines_tests.api.test_ops import samples
+from fks_pipelines_tests.devserver import free_port
 from fks_pipelines_tests.services import LocalRedis
 
 pytestmark = pytest.mark.anyio
@@ -38,12 +38,6 @@ def stream(client: redis.Redis, age_s: float, symbol: str = "BTCUSDT") -> pd.Tim
     event_time = ago(age_s)
     assert LivePrices(client).put(symbol, STREAMED, event_time)
     return event_time
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.parametrize("params", [BINANCE, {"symbol": "BTC-USD"}], ids=["binance", "canonical"])
@@ -181,7 +175,7 @@ async def test_with_redis_stopped_the_price_comes_from_rest(
 async def test_without_redis_at_start_live_prices_are_off(
     fakes: Fakes, tmp_path: Path, unreachable: bool
 ) -> None:
-    url = f"redis://127.0.0.1:{closed_port()}/0" if unreachable else None
+    url = f"redis://127.0.0.1:{free_port()}/0" if unreachable else None  # nothing listens
     async with served(create_app(fakes.settings(tmp_path, REDIS_URL=url))) as api:
         response = await api.get(PRICE, params=BINANCE)
         health = (await api.get("/health")).json()
