@@ -259,8 +259,7 @@ async def receive_only(url: str, frames: int, server_pid: int) -> Run:
 
 
 def new_bridge(url: str, names: Sequence[str], sink: TimedSink, live: LivePrices | None):
-    [stream_url] = connection_urls(url, names, ["1m"])
-    return StreamBridge({stream_url: [(s, ONE_MINUTE) for s in names]}, sink, NoBars(), live)
+    return StreamBridge(connection_urls(url, names, [ONE_MINUTE]), sink, NoBars(), live)
 
 
 async def bridge_blast(

@@ -26,7 +26,6 @@ from pydantic import ValidationError
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.webhooks.events import BinanceKlineEvent
 
-DEFAULT_WS_URL = "wss://fstream.binance.com"
 MAX_STREAMS_PER_CONNECTION = 1024
 
 
@@ -42,19 +41,23 @@ def stream_name(symbol: str, interval: str) -> str:
 def connection_urls(
     base_url: str,
     symbols: Iterable[str],
-    intervals: Iterable[str],
+    intervals: Iterable[Interval],
     per_connection: int = MAX_STREAMS_PER_CONNECTION,
-) -> list[str]:
+) -> dict[str, list[tuple[str, Interval]]]:
     """Combined-stream URLs covering every symbol x interval, at most ``per_connection``
-    streams each, in a stable order (so a restart subscribes the same way)."""
+    streams each, with the (symbol, interval) streams each carries, in a stable order (so a
+    restart subscribes the same way)."""
     if per_connection < 1:
         raise ValueError("per_connection must be at least 1")
-    names = sorted({stream_name(s, i) for s in symbols for i in intervals})
+    by_name = {stream_name(s, i.name): (s, i) for s in symbols for i in intervals}
+    names = sorted(by_name)
     base = base_url.rstrip("/")
-    return [
-        f"{base}/stream?streams={'/'.join(names[at : at + per_connection])}"
-        for at in range(0, len(names), per_connection)
-    ]
+    return {
+        f"{base}/stream?streams={'/'.join(chunk)}": [by_name[name] for name in chunk]
+        for chunk in (
+            names[at : at + per_connection] for at in range(0, len(names), per_connection)
+        )
+    }
 
 
 @dataclass(frozen=True)

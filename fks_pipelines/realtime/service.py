@@ -28,9 +28,9 @@ from starlette.routing import Route
 
 from fks_pipelines.market.intervals import Interval
 from fks_pipelines.providers.clients import build_client
-from fks_pipelines.realtime.binance import connection_urls, stream_name
+from fks_pipelines.realtime.binance import connection_urls
 from fks_pipelines.realtime.bridge import StreamBridge
-from fks_pipelines.realtime.prices import LivePrices
+from fks_pipelines.realtime.prices import PROVIDER, LivePrices
 from fks_pipelines.settings import Settings
 from fks_pipelines.warehouse.store import Warehouse
 from fks_pipelines.warehouse.webhook_events import WebhookEventStore
@@ -38,8 +38,6 @@ from fks_pipelines.webhooks.intake import WebhookIntake
 from fks_pipelines.webhooks.stream import EventStream
 
 log = logging.getLogger(__name__)
-
-PROVIDER = "binance"
 
 
 def streams(settings: Settings) -> dict[str, list[tuple[str, Interval]]]:
@@ -49,9 +47,7 @@ def streams(settings: Settings) -> dict[str, list[tuple[str, Interval]]]:
     if universe is None:
         return {}
     intervals = [Interval.parse(name) for name in universe.intervals]
-    by_name = {stream_name(s, i.name): (s, i) for s in universe.symbols for i in intervals}
-    urls = connection_urls(settings.binance_ws_url, universe.symbols, universe.intervals)
-    return {url: [by_name[name] for name in url.split("streams=", 1)[1].split("/")] for url in urls}
+    return connection_urls(settings.binance_ws_url, universe.symbols, intervals)
 
 
 def build_bridge(settings: Settings) -> tuple[StreamBridge, Callable[[], None]]:

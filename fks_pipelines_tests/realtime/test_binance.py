@@ -25,7 +25,10 @@ def frame(data: object, stream: str = "btcusdt@kline_1h") -> str:
 def test_urls_name_lowercase_streams_and_split_at_the_connection_limit() -> None:
     symbols = [f"SYM{n}USDT" for n in range(600)]
 
-    urls = connection_urls("wss://fstream.example/", symbols, ["1h", "1d"])
+    carried = connection_urls(
+        "wss://fstream.example/", symbols, [Interval.parse("1h"), Interval.parse("1d")]
+    )
+    urls = list(carried)
 
     assert len(urls) == 2  # 1,200 streams
     first = urls[0].removeprefix("wss://fstream.example/stream?streams=").split("/")
@@ -33,9 +36,11 @@ def test_urls_name_lowercase_streams_and_split_at_the_connection_limit() -> None
     assert len(first) == MAX_STREAMS_PER_CONNECTION and len(second) == 1200 - 1024
     assert first[0] == "sym0usdt@kline_1d" and all(name == name.lower() for name in first)
     assert set(first).isdisjoint(second)
-    assert connection_urls("wss://x", ["BTCUSDT"], ["1h"]) == [
-        "wss://x/stream?streams=btcusdt@kline_1h"
-    ]
+    assert [stream_name(s, i.name) for s, i in carried[urls[0]]] == first
+    assert [stream_name(s, i.name) for s, i in carried[urls[1]]] == second
+    assert connection_urls("wss://x", ["BTCUSDT"], [Interval.parse("1h")]) == {
+        "wss://x/stream?streams=btcusdt@kline_1h": [("BTCUSDT", Interval.parse("1h"))]
+    }
 
 
 def test_a_closed_kline_frame_carries_the_event_the_intake_takes() -> None:

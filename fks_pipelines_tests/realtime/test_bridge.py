@@ -78,7 +78,6 @@ class Rig:
     warehouse_url: str
 
     def bridge(self, options: BridgeOptions = FAST, checkpoints: bool = False) -> StreamBridge:
-        url = connection_urls(self.stream.url, SYMBOLS, ["1m"])[0]
         client = build_client("binance", ProviderOptions(base_url=self.rest.url), RuntimeConfig())
         intake = WebhookIntake(None, self.warehouse_url, store_timeout_s=0.5)
         loader = None
@@ -90,7 +89,7 @@ class Rig:
                 return {k: pd.Timestamp(v) for k, v in stored.items()}
 
         return StreamBridge(
-            {url: [(s, ONE_MINUTE) for s in SYMBOLS]},
+            connection_urls(self.stream.url, SYMBOLS, [ONE_MINUTE]),
             intake,
             client,
             LivePrices(self.redis),
