@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,8 @@ BIN = Path(sys.executable).parent
 @contextmanager
 def fks_stream(env: dict[str, str], log: Path) -> Iterator[StreamService]:
     """``fks-stream`` with ``env`` (plus a free ``FKS_STREAM_PORT``), once its ``/health`` says
-    ``ok``; stopped with SIGTERM on exit (the test asserts how it stopped)."""
+    ``ok``; killed on exit if still running (a test stops it with :meth:`StreamService.stop`,
+    SIGTERM as compose does, and asserts how it stopped)."""
     port = free_port()
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -62,7 +63,8 @@ class StreamService:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(30)
 
-    def wait_until(self, condition: Any, what: str, timeout_s: float = 60.0) -> None:
+    def wait_until(self, condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+        """Until ``condition()``; fail with the log's tail if the service ends or time runs out."""
         deadline = time.monotonic() + timeout_s
         while not condition():
             assert self.process.poll() is None, self.log.read_text()[-3000:]
